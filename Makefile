@@ -1,0 +1,27 @@
+# The two commands that matter: `make demo` and `make test` (see README.md).
+DATA ?=
+PYTHON := .venv/bin/python
+
+.PHONY: setup start stop status test lint demo
+
+setup:
+	deploy/setup
+
+start: setup
+	deploy/stack start
+
+stop:
+	deploy/stack stop
+
+status:
+	deploy/stack status
+
+lint: setup
+	.venv/bin/ruff check .
+
+test: setup lint
+	$(PYTHON) -m pytest
+
+demo: setup
+	deploy/stack start
+	$(PYTHON) -m deploy.smoke

@@ -1,0 +1,431 @@
+"""The local single-node stack: a KRaft Kafka broker, standalone HBase and HBase's Thrift server.
+
+Each service is a plain JVM started from the jars that `deploy/setup` fetched from Maven Central,
+with its state, logs and pid file under the state folder. `start` waits until each service really
+answers; `stop` ends exactly the processes whose pid files it wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from readnext.config import Config, load_config
+
+# The flags HBase's own launcher (bin/hbase) adds on JDK 17.
+HBASE_JDK17_FLAGS = [
+    "-Dorg.apache.hbase.thirdparty.io.netty.tryReflectionSetAccessible=true",
+    "--add-modules",
+    "jdk.unsupported",
+    "--add-opens",
+    "java.base/java.io=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.nio=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util=ALL-UNNAMED",
+    "--add-opens",
+    "java.base/java.util.concurrent=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports",
+    "java.security.jgss/sun.security.krb5=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/sun.net.dns=ALL-UNNAMED",
+    "--add-exports",
+    "java.base/sun.net.util=ALL-UNNAMED",
+]
+
+LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="WARN">
+  <Appenders>
+    <Console name="console" target="SYSTEM_OUT">
+      <PatternLayout pattern="%d{ISO8601} %-5p [%t] %c{2}: %m%n"/>
+    </Console>
+  </Appenders>
+  <Loggers>
+    <Logger name="org.apache.zookeeper" level="WARN"/>
+    <Logger name="org.apache.hadoop" level="WARN"/>
+    <Logger name="org.apache.hadoop.hbase" level="INFO"/>
+    <Root level="INFO"><AppenderRef ref="console"/></Root>
+  </Loggers>
+</Configuration>
+"""
+
+
+class StackError(RuntimeError):
+    """A service failed to start or stop; the message names the log file to read."""
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.split(",")[0].strip().rpartition(":")
+    return host, int(port)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+    except OSError:
+        return True
+    return state != "Z"
+
+
+def _site_xml(props: dict[str, str]) -> str:
+    rows = "".join(f"  <property><name>{k}</name><value>{v}</value></property>\n" for k, v in props.items())
+    return f'<?xml version="1.0"?>\n<configuration>\n{rows}</configuration>\n'
+
+
+@dataclasses.dataclass
+class Service:
+    """One JVM of the stack: how to prepare, launch and probe it."""
+
+    name: str
+    address: str
+    main_class: str
+    heap: str
+    classpath: list[Path]
+    args: list[str]
+    jvm_flags: list[str]
+    ready: Callable[[], bool]
+    prepare: Callable[[], None]
+    state_dir: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "run" / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "logs" / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        """The pid this stack started, if that process still runs."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def launch(self) -> int:
+        self.prepare()
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            "java",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.state_dir / 'conf' / 'log4j2.xml'}",
+            *self.jvm_flags,
+            "-cp",
+            os.pathsep.join(str(p) for p in self.classpath),
+            self.main_class,
+            *self.args,
+        ]
+        with self.log_file.open("ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.state_dir,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+
+class Stack:
+    """Kafka, HBase and the HBase Thrift server, configured from `readnext.config`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        st = config.stack
+        self.state = st.state_dir
+        jars = st.jars_dir
+        kafka_host, kafka_port = _host_port(config.kafka.bootstrap_servers)
+        self.kafka_host, self.kafka_port = kafka_host, kafka_port
+        conf = self.state / "conf"
+        self.services = [
+            Service(
+                name="kafka",
+                address=f"{kafka_host}:{kafka_port}",
+                main_class="kafka.Kafka",
+                heap=st.kafka_heap,
+                classpath=[jars / "kafka" / "*"],
+                args=[str(conf / "kafka.properties")],
+                jvm_flags=[],
+                ready=self._kafka_ready,
+                prepare=self._prepare_kafka,
+                state_dir=self.state,
+            ),
+            Service(
+                name="hbase",
+                address=f"127.0.0.1:{st.zookeeper_port} (ZooKeeper)",
+                main_class="org.apache.hadoop.hbase.master.HMaster",
+                heap=st.hbase_heap,
+                classpath=[conf / "hbase", jars / "hbase" / "*"],
+                args=["start"],
+                jvm_flags=HBASE_JDK17_FLAGS,
+                ready=self._hbase_ready,
+                prepare=self._prepare_hbase,
+                state_dir=self.state,
+            ),
+            Service(
+                name="thrift",
+                address=f"{config.hbase.host}:{config.hbase.port}",
+                main_class="org.apache.hadoop.hbase.thrift.ThriftServer",
+                heap=st.thrift_heap,
+                classpath=[conf / "hbase", jars / "hbase" / "*"],
+                args=[
+                    "-threadpool",
+                    "-b",
+                    config.hbase.host,
+                    "-p",
+                    str(config.hbase.port),
+                    "--infoport",
+                    str(st.thrift_info_port),
+                    "start",
+                ],
+                jvm_flags=HBASE_JDK17_FLAGS,
+                ready=self._thrift_ready,
+                prepare=self._prepare_hbase,
+                state_dir=self.state,
+            ),
+        ]
+
+    # --- configuration files -------------------------------------------------------------
+
+    def _write_common(self) -> None:
+        conf = self.state / "conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "log4j2.xml").write_text(LOG4J2_XML)
+
+    def _prepare_kafka(self) -> None:
+        self._write_common()
+        jars = self.config.stack.jars_dir / "kafka"
+        if not any(jars.glob("kafka_2.13-*.jar")):
+            raise StackError(f"Kafka jars missing in {jars}: run deploy/setup (or make setup) first")
+        data = self.state / "kafka" / "data"
+        ctrl = self.config.stack.kafka_controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{self.kafka_host}:{ctrl}",
+            "listeners": f"PLAINTEXT://{self.kafka_host}:{self.kafka_port},CONTROLLER://{self.kafka_host}:{ctrl}",
+            "advertised.listeners": f"PLAINTEXT://{self.kafka_host}:{self.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+        }
+        path = self.state / "conf" / "kafka.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        if not (data / "meta.properties").exists():
+            self._format_kafka(path)
+
+    def _format_kafka(self, props: Path) -> None:
+        """Format KRaft storage once, with a fresh cluster id (Kafka's own base64 form of a UUID)."""
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        log = self.state / "logs" / "kafka-format.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            "java",
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={self.state / 'conf' / 'log4j2.xml'}",
+            "-cp",
+            str(self.config.stack.jars_dir / "kafka" / "*"),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+        ]
+        with log.open("wb") as out:
+            rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if rc != 0:
+            raise StackError(f"formatting Kafka storage failed (exit {rc}); see {log}")
+
+    def _prepare_hbase(self) -> None:
+        self._write_common()
+        jars = self.config.stack.jars_dir / "hbase"
+        if not any(jars.glob("hbase-server-*.jar")):
+            raise StackError(f"HBase jars missing in {jars}: run deploy/setup (or make setup) first")
+        root = self.state / "hbase"
+        site = {
+            "hbase.cluster.distributed": "false",
+            "hbase.rootdir": (root / "root").as_uri(),
+            "hbase.tmp.dir": str(root / "tmp"),
+            "hbase.zookeeper.quorum": "127.0.0.1",
+            "hbase.zookeeper.property.clientPort": str(self.config.stack.zookeeper_port),
+            "hbase.zookeeper.property.dataDir": str(root / "zookeeper"),
+            "hbase.unsafe.stream.capability.enforce": "false",
+            "hbase.master.ipc.address": "127.0.0.1",
+            "hbase.regionserver.ipc.address": "127.0.0.1",
+            "hbase.master.hostname": "127.0.0.1",
+            "hbase.unsafe.regionserver.hostname": "127.0.0.1",
+            "hbase.master.info.port": "-1",
+            "hbase.regionserver.info.port": "-1",
+            # happybase pools keep connections open between requests: don't drop them after 60 s.
+            "hbase.thrift.server.socket.read.timeout": "86400000",
+            "hbase.thrift.info.bindAddress": "127.0.0.1",
+        }
+        conf = self.state / "conf" / "hbase"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "hbase-site.xml").write_text(_site_xml(site))
+
+    # --- readiness probes ----------------------------------------------------------------
+
+    def _kafka_ready(self) -> bool:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        if not _port_open(self.kafka_host, self.kafka_port):
+            return False
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.config.kafka.bootstrap_servers, request_timeout_ms=5000)
+        except (KafkaError, OSError):
+            return False
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        except (KafkaError, OSError):
+            return False
+        finally:
+            admin.close()
+
+    def _hbase_ready(self) -> bool:
+        """The master's in-process ZooKeeper answers; the Thrift probe then checks HBase itself."""
+        return _port_open("127.0.0.1", self.config.stack.zookeeper_port)
+
+    def _thrift_ready(self) -> bool:
+        """HBase lists its tables through the Thrift server, as happybase clients will."""
+        import happybase
+
+        if not _port_open(self.config.hbase.host, self.config.hbase.port):
+            return False
+        try:
+            conn = happybase.Connection(self.config.hbase.host, self.config.hbase.port, timeout=10_000)
+            try:
+                conn.tables()
+            finally:
+                conn.close()
+        except Exception:  # noqa: BLE001 - any transport or HBase error here means "not yet"
+            return False
+        return True
+
+    # --- commands ------------------------------------------------------------------------
+
+    def status(self) -> list[tuple[str, int | None, str]]:
+        """(name, pid or None, address) for each service."""
+        return [(s.name, s.pid(), s.address) for s in self.services]
+
+    def start(self, echo: Callable[[str], None] = print) -> None:
+        """Start what is not running and wait for each service to answer; a no-op on a running stack."""
+        timeout = self.config.stack.start_timeout_s
+        for svc in self.services:
+            if svc.pid() is not None:
+                echo(f"{svc.name}: already running (pid {svc.pid()})")
+                continue
+            host, port = _host_port(svc.address.split(" ")[0])
+            if _port_open(host, port):
+                raise StackError(
+                    f"{svc.name}: {svc.address} is already taken by a process this stack did not start; "
+                    "stop it or change the port in the configuration"
+                )
+            t0 = time.monotonic()
+            pid = svc.launch()
+            echo(f"{svc.name}: starting (pid {pid}, log {svc.log_file})")
+            while not svc.ready():
+                if svc.pid() is None:
+                    raise StackError(f"{svc.name} exited during start-up; see {svc.log_file}")
+                if time.monotonic() - t0 > timeout:
+                    raise StackError(f"{svc.name} did not answer within {timeout} s; see {svc.log_file}")
+                time.sleep(0.5)
+            echo(f"{svc.name}: ready at {svc.address} in {time.monotonic() - t0:.1f} s")
+
+    def stop(self, echo: Callable[[str], None] = print, timeout_s: float = 60) -> None:
+        """Stop the processes this stack started (from their pid files), newest first."""
+        for svc in reversed(self.services):
+            pid = svc.pid()
+            if pid is None:
+                svc.pid_file.unlink(missing_ok=True)
+                echo(f"{svc.name}: not running")
+                continue
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    time.sleep(0.1)
+                echo(f"{svc.name}: killed (pid {pid}) after {timeout_s:.0f} s")
+            else:
+                echo(f"{svc.name}: stopped (pid {pid})")
+            svc.pid_file.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="deploy/stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    stack = Stack(load_config())
+    try:
+        if args.command == "start":
+            stack.start()
+        elif args.command == "stop":
+            stack.stop()
+        else:
+            down = 0
+            for name, pid, address in stack.status():
+                print(f"{name:7s} {'up' if pid else 'down':5s} {address:28s} pid {pid or '-'}")
+                down += pid is None
+            return 1 if down else 0
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

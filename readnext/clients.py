@@ -1,0 +1,37 @@
+"""Clients for Kafka and HBase built from the configuration, so no layer spells out addresses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import happybase
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+from readnext.config import Config
+
+
+def kafka_admin(config: Config) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers, client_id="readnext-admin")
+
+
+def kafka_producer(config: Config, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for the broker's acknowledgement: a rating is never lost silently."""
+    settings: dict[str, Any] = {"acks": "all", "retries": 5, "linger_ms": 5, "client_id": "readnext"}
+    settings.update(overrides)
+    return KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, **settings)
+
+
+def kafka_consumer(config: Config, *topics: str, **overrides: Any) -> KafkaConsumer:
+    return KafkaConsumer(*topics, bootstrap_servers=config.kafka.bootstrap_servers, **overrides)
+
+
+def hbase_table_name(config: Config, name: str) -> str:
+    """HBase table names carry the configured prefix, so several deployments can share a cluster."""
+    return f"{config.hbase.table_prefix}_{name}"
+
+
+def hbase_pool(config: Config, size: int = 4) -> happybase.ConnectionPool:
+    """A happybase pool on the Thrift server (binary protocol, buffered transport: the server's defaults)."""
+    return happybase.ConnectionPool(
+        size, host=config.hbase.host, port=config.hbase.port, timeout=config.hbase.timeout_ms
+    )

@@ -1,0 +1,138 @@
+"""Configuration in one place: packaged defaults, an optional TOML file, then environment variables.
+
+Every layer reads its settings from `load_config()`, so pointing the project at a real cluster
+is a matter of a file (`READNEXT_CONFIG`) or of variables named `READNEXT_<SECTION>_<KEY>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+ENV_PREFIX = "READNEXT_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str
+    ratings_topic: str
+    dead_letter_topic: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HBaseConfig:
+    host: str
+    port: int
+    table_prefix: str
+    timeout_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkConfig:
+    master: str
+    driver_memory: str
+    shuffle_partitions: int
+    ui_enabled: bool
+    metastore_uri: str
+    metastore_dir: Path
+    warehouse_dir: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactConfig:
+    uri: str
+    s3_endpoint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    state_dir: Path
+    jars_dir: Path
+    start_timeout_s: int
+    kafka_heap: str
+    kafka_controller_port: int
+    hbase_heap: str
+    thrift_heap: str
+    zookeeper_port: int
+    thrift_info_port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig
+    hbase: HBaseConfig
+    spark: SparkConfig
+    artifacts: ArtifactConfig
+    stack: StackConfig
+
+
+def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from e
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    """Turn a TOML or environment value into the field's type, failing with the setting's name."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind is int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if kind is Path:
+        path = Path(os.path.expanduser(str(value)))
+        return path if path.is_absolute() else PROJECT_ROOT / path
+    return str(value)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the defaults, merge `path` (or `$READNEXT_CONFIG`) over them, then apply the environment."""
+    env = os.environ if env is None else env
+    raw = _read_toml(DEFAULTS_FILE)
+    extra = path or env.get(ENV_PREFIX + "CONFIG")
+    if extra:
+        for section, values in _read_toml(Path(extra)).items():
+            if section not in raw:
+                raise ConfigError(f"{extra}: unknown section [{section}]")
+            raw[section].update(values)
+    sections = {}
+    for name, section_cls in get_type_hints(Config).items():
+        values = raw.get(name, {})
+        unknown = set(values) - set(get_type_hints(section_cls))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in [{name}]: {', '.join(sorted(unknown))}")
+        kwargs = {}
+        for key, kind in get_type_hints(section_cls).items():
+            var = f"{ENV_PREFIX}{name}_{key}".upper()
+            value = env.get(var, values.get(key))
+            if value is None:
+                raise ConfigError(f"missing setting [{name}] {key} (or ${var})")
+            kwargs[key] = _coerce(value, kind, f"[{name}] {key}")
+        sections[name] = section_cls(**kwargs)
+    return Config(**sections)

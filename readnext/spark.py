@@ -1,0 +1,58 @@
+"""The one SparkSession factory: Hive support on the configured metastore, the Kafka connector on the classpath."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from readnext.config import Config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+class SparkSetupError(RuntimeError):
+    """Spark cannot be configured as asked (for example the connector jars were never fetched)."""
+
+
+def connector_jars(config: Config) -> list[Path]:
+    """The Spark–Kafka connector jars fetched by `deploy/setup` (spark-sql-kafka and what it needs)."""
+    folder = config.stack.jars_dir / "spark"
+    jars = sorted(folder.glob("*.jar"))
+    if not any(j.name.startswith("spark-sql-kafka-0-10_") for j in jars):
+        raise SparkSetupError(f"the Spark-Kafka connector is missing in {folder}: run 'make setup' first")
+    return jars
+
+
+def spark_conf(config: Config) -> dict[str, str]:
+    """The settings every ReadNext Spark application runs with, also usable as spark-submit --conf."""
+    sc = config.spark
+    conf = {
+        "spark.master": sc.master,
+        "spark.driver.memory": sc.driver_memory,
+        "spark.sql.shuffle.partitions": str(sc.shuffle_partitions),
+        "spark.ui.enabled": str(sc.ui_enabled).lower(),
+        "spark.sql.warehouse.dir": sc.warehouse_dir.as_uri(),
+        "spark.sql.catalogImplementation": "hive",
+        "spark.jars": ",".join(str(j) for j in connector_jars(config)),
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if sc.metastore_uri:
+        conf["spark.hadoop.hive.metastore.uris"] = sc.metastore_uri
+    else:
+        db = sc.metastore_dir / "metastore_db"
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={db};create=true"
+        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={sc.metastore_dir}"
+    return conf
+
+
+def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
+    """Return the process's SparkSession, creating it with `spark_conf` on first use."""
+    from pyspark.sql import SparkSession
+
+    config.spark.metastore_dir.mkdir(parents=True, exist_ok=True)
+    config.spark.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in spark_conf(config).items():
+        builder = builder.config(key, value)
+    return builder.enableHiveSupport().getOrCreate()

@@ -1,0 +1,75 @@
+"""Test session set-up: the real local stack and one SparkSession, started once and shared.
+
+Tests keep to their own Spark metastore and warehouse (under a temporary folder), HBase table
+prefix and Kafka topic names, so that they never touch what `make demo` wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_TEST_STATE = Path(tempfile.mkdtemp(prefix="readnext-tests-"))
+os.environ.setdefault("READNEXT_SPARK_METASTORE_DIR", str(_TEST_STATE / "metastore"))
+os.environ.setdefault("READNEXT_SPARK_WAREHOUSE_DIR", str(_TEST_STATE / "warehouse"))
+os.environ.setdefault("READNEXT_HBASE_TABLE_PREFIX", "readnext_test")
+os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
+
+from deploy.stack import Stack  # noqa: E402
+from readnext.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop and restart the shared stack run after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("stack_lifecycle") is not None)
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def test_state() -> Path:
+    return _TEST_STATE
+
+
+def run_stack_cli(command: str) -> subprocess.CompletedProcess[str]:
+    """Run `deploy/stack COMMAND` as a user would, so the servers are not children of pytest."""
+    return subprocess.run(
+        [str(PROJECT_ROOT / "deploy" / "stack"), command], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(config: Config) -> Iterator[Stack]:
+    """The running stack; stopped at the end only if this test session started it."""
+    stack = Stack(config)
+    was_running = all(pid is not None for _, pid, _ in stack.status())
+    started = run_stack_cli("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield stack
+    if not was_running:
+        run_stack_cli("stop")
+
+
+@pytest.fixture(scope="session")
+def spark(config: Config):
+    from readnext.spark import get_spark
+
+    session = get_spark(config, app_name="readnext-tests")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test (or earlier run) uses, for topics and tables."""
+    return f"t_{uuid.uuid4().hex[:12]}"

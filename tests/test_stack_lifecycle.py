@@ -1,0 +1,59 @@
+"""deploy/stack: start is idempotent, status tells the truth, stop leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy.stack import _host_port, _pid_alive, _port_open
+from tests.conftest import run_stack_cli
+
+
+def _processes_using(folder: Path) -> list[int]:
+    """Pids of every live process whose command line mentions `folder`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(folder).encode() in cmdline and _pid_alive(int(proc.name)):
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.stack_lifecycle
+def test_start_twice_status_stop_and_restart(stack, config):
+    before = stack.status()
+    assert [name for name, _, _ in before] == ["kafka", "hbase", "thrift"]
+    assert all(pid is not None for _, pid, _ in before)
+
+    again = run_stack_cli("start")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already running") == 3
+    assert stack.status() == before, "a second start must not start anything new"
+
+    status = run_stack_cli("status")
+    assert status.returncode == 0
+    for name, pid, address in before:
+        line = next(row for row in status.stdout.splitlines() if row.startswith(name))
+        assert " up " in line and str(pid) in line and address in line
+
+    stopped = run_stack_cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(_pid_alive(pid) for _, pid, _ in before)
+    assert _processes_using(config.stack.state_dir / "conf") == [], "a server of the stack still runs"
+    for address in (
+        config.kafka.bootstrap_servers,
+        f"{config.hbase.host}:{config.hbase.port}",
+        f"127.0.0.1:{config.stack.zookeeper_port}",
+    ):
+        assert not _port_open(*_host_port(address)), f"{address} still open after stop"
+    down = run_stack_cli("status")
+    assert down.returncode == 1 and down.stdout.count(" down ") == 3
+
+    restarted = run_stack_cli("start")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert all(pid is not None for _, pid, _ in stack.status())

@@ -1,0 +1,97 @@
+"""The real servers of the local stack answer as the layers will use them."""
+
+from __future__ import annotations
+
+import time
+
+from kafka.admin import NewTopic
+
+from readnext.clients import hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
+
+
+def test_kafka_topic_round_trip(stack, config, unique_name):
+    admin = kafka_admin(config)
+    try:
+        admin.create_topics([NewTopic(unique_name, num_partitions=3, replication_factor=1)])
+        assert unique_name in admin.list_topics()
+        sent = [(f"user-{i % 4}".encode(), f'{{"n": {i}}}'.encode()) for i in range(20)]
+        producer = kafka_producer(config)
+        for key, value in sent:
+            producer.send(unique_name, key=key, value=value)
+        producer.flush()
+        producer.close()
+        consumer = kafka_consumer(config, unique_name, auto_offset_reset="earliest", consumer_timeout_ms=10_000)
+        got = []
+        for record in consumer:
+            got.append((record.key, record.value, record.partition))
+            if len(got) == len(sent):
+                break
+        consumer.close()
+        assert sorted((k, v) for k, v, _ in got) == sorted(sent)
+        partition_of = {}
+        for key, _, partition in got:
+            assert partition_of.setdefault(key, partition) == partition, "one key, one partition"
+        assert len(set(partition_of.values())) > 1, "keys spread over the topic's partitions"
+    finally:
+        admin.delete_topics([unique_name])
+        admin.close()
+
+
+def test_hbase_put_get_scan_delete(stack, config, unique_name):
+    pool = hbase_pool(config, size=1)
+    name = hbase_table_name(config, unique_name)
+    with pool.connection() as conn:
+        conn.create_table(name, {"v": {"max_versions": 1}})
+        try:
+            assert name.encode() in conn.tables()
+            table = conn.table(name)
+            for user in range(5):
+                table.put(f"u{user:04d}".encode(), {b"v:top": f"[{user}]".encode(), b"v:ts": str(user).encode()})
+            assert table.row(b"u0003") == {b"v:top": b"[3]", b"v:ts": b"3"}
+            scanned = list(table.scan(row_start=b"u0001", row_stop=b"u0004", columns=[b"v:top"]))
+            assert scanned == [(f"u{u:04d}".encode(), {b"v:top": f"[{u}]".encode()}) for u in (1, 2, 3)]
+            table.delete(b"u0003")
+            assert table.row(b"u0003") == {}
+            assert len(list(table.scan())) == 4
+        finally:
+            conn.delete_table(name, disable=True)
+        assert name.encode() not in conn.tables()
+
+
+def test_spark_hive_table_round_trip(spark, unique_name):
+    spark.sql(f"CREATE TABLE {unique_name} (user_id INT, book_id INT, rating TINYINT) STORED AS PARQUET")
+    spark.sql(f"INSERT INTO {unique_name} VALUES (1, 10, 5), (1, 11, 3), (2, 10, 4)")
+    rows = spark.sql(f"SELECT user_id, book_id, rating FROM {unique_name} ORDER BY user_id, book_id").collect()
+    assert [tuple(r) for r in rows] == [(1, 10, 5), (1, 11, 3), (2, 10, 4)]
+    assert spark.catalog.getTable(unique_name).tableType == "MANAGED"
+    assert spark.conf.get("spark.sql.catalogImplementation") == "hive"
+
+
+def test_spark_reads_kafka_topic_through_connector(stack, spark, config, unique_name):
+    admin = kafka_admin(config)
+    try:
+        admin.create_topics([NewTopic(unique_name, num_partitions=2, replication_factor=1)])
+        producer = kafka_producer(config)
+        sent = {f'{{"user_id": {i}, "book_id": {100 + i}, "rating": {1 + i % 5}}}' for i in range(12)}
+        for value in sent:
+            producer.send(unique_name, value=value.encode())
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 30
+        while True:
+            frame = (
+                spark.read.format("kafka")
+                .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
+                .option("subscribe", unique_name)
+                .option("startingOffsets", "earliest")
+                .load()
+            )
+            got = {r.value for r in frame.selectExpr("CAST(value AS STRING) AS value").collect()}
+            if got == sent or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert got == sent
+        assert frame.select("partition").distinct().count() == 2
+    finally:
+        admin.delete_topics([unique_name])
+        admin.close()
