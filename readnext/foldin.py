@@ -1,0 +1,111 @@
+"""Exact ALS fold-in and top-N scoring: the model math every layer shares.
+
+Folding a reader in is one half-step of ALS with the book factors Y held fixed, solved exactly as
+Spark MLlib's `ALS.computeFactors` solves it (normal equations accumulated in float64, Cholesky,
+L2 regularisation scaled by the reader's number of ratings):
+
+- explicit: (Σ y yᵀ + λ·n·I) x = Σ r·y, over the n rated books;
+- implicit: (YᵀY + Σ c·y yᵀ + λ·n⁺·I) x = Σ_{r>0} (1 + c)·y with c = α·|r|, over every rated
+  book, n⁺ counting the positive ones (Hu, Koren and Volinsky, with Spark's extension to r ≤ 0).
+
+The seed project's projection (x = r·Y) is kept, as `project`, only as a named evaluation baseline:
+ALS factors are not orthonormal, so it is not the least-squares answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FoldInParams:
+    """The ALS settings the book factors were trained with; fold-in must use the same ones."""
+
+    reg: float
+    implicit: bool
+    alpha: float = 1.0
+
+
+def gramian(item_factors: np.ndarray) -> np.ndarray:
+    """YᵀY in float64: computed once per generation and reused for every implicit fold-in."""
+    y = np.asarray(item_factors, dtype=np.float64)
+    return y.T @ y
+
+
+def fold_in(
+    item_factors: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    params: FoldInParams,
+    yty: np.ndarray | None = None,
+) -> np.ndarray:
+    """The least-squares user vector for `ratings` of the rows `items` of `item_factors`.
+
+    Returns zeros for a reader with nothing to learn from (no ratings, or, for implicit feedback,
+    no positive preference), as Spark does.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    r = np.asarray(ratings, dtype=np.float64)
+    rank = item_factors.shape[1]
+    y = np.asarray(item_factors[items], dtype=np.float64)
+    if params.implicit:
+        c1 = params.alpha * np.abs(r)
+        n = int(np.count_nonzero(r > 0))
+        a = (yty if yty is not None else gramian(item_factors)) + (y.T * c1) @ y
+        b = y.T @ np.where(r > 0, 1.0 + c1, 0.0)
+    else:
+        n = len(items)
+        a = y.T @ y
+        b = y.T @ r
+    if n == 0:
+        return np.zeros(rank, dtype=np.float64)
+    a = a + params.reg * n * np.eye(rank)
+    return _solve_spd(a, b)
+
+
+def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve a symmetric positive definite system by Cholesky, falling back to least squares."""
+    try:
+        low = np.linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+    return np.linalg.solve(low.T, np.linalg.solve(low, b))
+
+
+def fold_in_many(
+    item_factors: np.ndarray,
+    histories: Iterable[tuple[np.ndarray, np.ndarray]],
+    params: FoldInParams,
+) -> np.ndarray:
+    """Fold in several readers, each given as (item rows, ratings); one row of factors per reader."""
+    yty = gramian(item_factors) if params.implicit else None
+    rows = [fold_in(item_factors, items, ratings, params, yty) for items, ratings in histories]
+    return np.vstack(rows) if rows else np.zeros((0, item_factors.shape[1]))
+
+
+def project(item_factors: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    """The seed project's fold-in (rating vector × item factors): an evaluation baseline only."""
+    return np.asarray(ratings, dtype=np.float64) @ np.asarray(item_factors[np.asarray(items)], dtype=np.float64)
+
+
+def top_n(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the `n` best entries of `scores`, best first, never one in `exclude`."""
+    scores = np.array(scores, dtype=np.float64)
+    if exclude is not None and len(exclude):
+        scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    n = min(n, int(np.isfinite(scores).sum()))
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    part = np.argpartition(-scores, n - 1)[:n]
+    order = part[np.lexsort((part, -scores[part]))]
+    return order, scores[order]
+
+
+def recommend(
+    user_vector: np.ndarray, item_factors: np.ndarray, n: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-N item rows for one reader by predicted preference xᵀy, known items excluded."""
+    return top_n(np.asarray(item_factors, dtype=np.float64) @ user_vector, n, exclude)
