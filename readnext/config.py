@@ -73,12 +73,43 @@ class StackConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    feedback: str
+    rank: int
+    reg: float
+    alpha: float
+    iterations: int
+    rating_offset: float
+    seed: int
+
+    @property
+    def implicit(self) -> bool:
+        return self.feedback == "implicit"
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchConfig:
+    top_n: int
+    similar_k: int
+    keep_generations: int
+    evaluate: bool
+    holdout_fraction: float
+    eval_min_ratings: int
+    eval_users: int
+    eval_k: int
+    relevant_min_rating: int
+    popularity_prior_count: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     hbase: HBaseConfig
     spark: SparkConfig
     artifacts: ArtifactConfig
     stack: StackConfig
+    model: ModelConfig
+    batch: BatchConfig
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
@@ -105,6 +136,11 @@ def _coerce(value: Any, kind: type, where: str) -> Any:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if kind is Path:
         path = Path(os.path.expanduser(str(value)))
         return path if path.is_absolute() else PROJECT_ROOT / path
@@ -135,4 +171,6 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
                 raise ConfigError(f"missing setting [{name}] {key} (or ${var})")
             kwargs[key] = _coerce(value, kind, f"[{name}] {key}")
         sections[name] = section_cls(**kwargs)
+    if sections["model"].feedback not in ("implicit", "explicit"):
+        raise ConfigError(f"[model] feedback: expected 'implicit' or 'explicit', got {sections['model'].feedback!r}")
     return Config(**sections)
