@@ -30,6 +30,11 @@ def hbase_table_name(config: Config, name: str) -> str:
     return f"{config.hbase.table_prefix}_{name}"
 
 
+def hbase_connection(config: Config) -> happybase.Connection:
+    """A single connection, for short jobs such as one Spark partition's writes."""
+    return happybase.Connection(config.hbase.host, config.hbase.port, timeout=config.hbase.timeout_ms)
+
+
 def hbase_pool(config: Config, size: int = 4) -> happybase.ConnectionPool:
     """A happybase pool on the Thrift server (binary protocol, buffered transport: the server's defaults)."""
     return happybase.ConnectionPool(

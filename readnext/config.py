@@ -48,6 +48,7 @@ class SparkConfig:
     driver_memory: str
     shuffle_partitions: int
     ui_enabled: bool
+    python: str
     metastore_uri: str
     metastore_dir: Path
     warehouse_dir: Path

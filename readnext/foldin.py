@@ -19,14 +19,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from readnext.config import ModelConfig
+
 
 @dataclass(frozen=True)
 class FoldInParams:
-    """The ALS settings the book factors were trained with; fold-in must use the same ones."""
+    """The ALS settings the book factors were trained with; fold-in must use the same ones.
+
+    For implicit feedback ALS learns from (stars - rating_offset), so that low stars can be
+    negative preferences; fold-in takes stars and applies the same offset.
+    """
 
     reg: float
     implicit: bool
     alpha: float = 1.0
+    rating_offset: float = 0.0
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> FoldInParams:
+        return cls(reg=model.reg, implicit=model.implicit, alpha=model.alpha, rating_offset=model.rating_offset)
+
+    def values(self, stars: np.ndarray) -> np.ndarray:
+        """The values ALS trains on for these star ratings."""
+        stars = np.asarray(stars, dtype=np.float64)
+        return stars - self.rating_offset if self.implicit else stars
 
 
 def gramian(item_factors: np.ndarray) -> np.ndarray:
@@ -42,13 +58,13 @@ def fold_in(
     params: FoldInParams,
     yty: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The least-squares user vector for `ratings` of the rows `items` of `item_factors`.
+    """The least-squares user vector for star `ratings` of the rows `items` of `item_factors`.
 
     Returns zeros for a reader with nothing to learn from (no ratings, or, for implicit feedback,
     no positive preference), as Spark does.
     """
     items = np.asarray(items, dtype=np.int64)
-    r = np.asarray(ratings, dtype=np.float64)
+    r = params.values(ratings)
     rank = item_factors.shape[1]
     y = np.asarray(item_factors[items], dtype=np.float64)
     if params.implicit:

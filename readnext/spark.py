@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +38,7 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.jars": ",".join(str(j) for j in connector_jars(config)),
         "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
     if sc.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = sc.metastore_uri
@@ -50,6 +53,8 @@ def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
     """Return the process's SparkSession, creating it with `spark_conf` on first use."""
     from pyspark.sql import SparkSession
 
+    # pyspark takes the workers' Python from the environment, not from the Spark configuration.
+    os.environ.setdefault("PYSPARK_PYTHON", config.spark.python or sys.executable)
     config.spark.metastore_dir.mkdir(parents=True, exist_ok=True)
     config.spark.warehouse_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name)

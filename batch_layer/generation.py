@@ -1,0 +1,222 @@
+"""A batch run's product: one immutable generation of views, made current only once complete.
+
+Order of work: train (after an optional held-out evaluation), write every view to Hive and HBase,
+publish the book factors to the artifact store, then flip the 'current' pointers (HBase first,
+the artifact store's CURRENT last). A failure before the flip removes what the run wrote and
+leaves the previous generation serving. Generations beyond `keep_generations` are pruned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from batch_layer import views
+from batch_layer.evaluate import evaluate, split_per_user
+from batch_layer.stages import stage
+from batch_layer.train import collect_factors, fit_als, latest_ratings
+from readnext import artifacts
+from readnext.clients import hbase_pool
+from readnext.config import Config
+from readnext.hbase_schema import CURRENT_ROW, FAMILIES, generation_table, generations_table
+from readnext.hive import ensure_tables
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+VIEW_TABLES = [
+    "book_factors",
+    "user_factors",
+    "user_recommendations",
+    "similar_books",
+    "book_popularity",
+    "book_metadata",
+]
+
+
+def new_generation_id(now: datetime | None = None) -> str:
+    """A sortable id from the UTC time, e.g. 20261122T194512123Z."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _ensure_hbase_table(conn: Any, name: str, kind: str) -> None:
+    if name.encode() not in conn.tables():
+        conn.create_table(name, FAMILIES[kind])
+
+
+def current_generation(config: Config) -> str | None:
+    """The generation HBase says is being served."""
+    with hbase_pool(config, size=1).connection() as conn:
+        if generations_table(config).encode() not in conn.tables():
+            return None
+        value = conn.table(generations_table(config)).row(CURRENT_ROW).get(b"g:id")
+    return value.decode() if value else None
+
+
+def build_generation(spark: SparkSession, config: Config, generation: str | None = None) -> str:
+    """Train on the master dataset and publish a complete generation; returns its id."""
+    from pyspark.sql import functions as F
+
+    ensure_tables(spark, "master_dataset", "batch_views")
+    generation = generation or new_generation_id()
+    created_at = datetime.now(timezone.utc)
+    model_cfg, batch_cfg = config.model, config.batch
+    try:
+        ratings = latest_ratings(spark).cache()
+        with stage("load ratings") as done:
+            summary = ratings.agg(
+                F.count("*").alias("ratings"),
+                F.countDistinct("user_id").alias("users"),
+                F.countDistinct("book_id").alias("books"),
+                F.max("event_time").alias("cutoff"),
+            ).first()
+            done({"ratings": summary.ratings, "users": summary.users, "books": summary.books})
+        if not summary.ratings:
+            raise ValueError("the master dataset holds no ratings: run 'python -m batch_layer ingest' first")
+        metrics: dict[str, Any] = {}
+        if batch_cfg.evaluate:
+            with stage("evaluate (held-out readers' ratings)") as done:
+                train, test = split_per_user(
+                    ratings, batch_cfg.holdout_fraction, batch_cfg.eval_min_ratings, model_cfg.seed
+                )
+                eval_model = fit_als(train, model_cfg)
+                metrics = done(
+                    evaluate(
+                        train,
+                        test,
+                        eval_model,
+                        collect_factors(eval_model.userFactors),
+                        collect_factors(eval_model.itemFactors),
+                        batch_cfg,
+                        model_cfg.seed,
+                        model_cfg.implicit,
+                    )
+                )
+        with stage("train ALS on all ratings") as done:
+            model = fit_als(ratings, model_cfg)
+            books = collect_factors(model.itemFactors)
+            done({"books": len(books.ids), "rank": model.rank})
+        with stage("compute views") as done:
+            recs = views.user_recommendations(spark, model.userFactors, ratings, books, batch_cfg.top_n).cache()
+            similar = spark.createDataFrame(
+                views.similar_books(books, batch_cfg.similar_k), f"book_id INT, similar {views.REC_TYPE}"
+            ).cache()
+            pop = views.popularity(ratings, batch_cfg.popularity_prior_count).cache()
+            meta = views.book_metadata(spark).cache()
+            book_factors = spark.createDataFrame(
+                [(int(b), v.tolist()) for b, v in zip(books.ids, books.vectors, strict=True)],
+                "book_id INT, features ARRAY<FLOAT>",
+            )
+            done({"users": recs.count(), "similar": similar.count(), "popularity": pop.count()})
+        with stage("write Hive views", generation):
+            views.write_hive(
+                spark,
+                generation,
+                {
+                    "book_factors": book_factors,
+                    "user_factors": recs.select("user_id", "features"),
+                    "user_recommendations": recs.select("user_id", "recs"),
+                    "similar_books": similar,
+                    "book_popularity": pop,
+                    "book_metadata": meta,
+                },
+            )
+        with stage("write HBase views", generation):
+            users_table = generation_table(config, generation, "users")
+            books_table = generation_table(config, generation, "books")
+            with hbase_pool(config, size=1).connection() as conn:
+                _ensure_hbase_table(conn, users_table, "users")
+                _ensure_hbase_table(conn, books_table, "books")
+            views.write_hbase_users(config, users_table, recs)
+            all_books = (
+                meta.join(pop, "book_id", "full_outer")
+                .join(book_factors, "book_id", "left")
+                .join(similar, "book_id", "left")
+            )
+            views.write_hbase_books(config, books_table, all_books)
+        manifest = {
+            "generation": generation,
+            "created_at": created_at.isoformat(),
+            "data_cutoff": summary.cutoff.replace(tzinfo=timezone.utc).isoformat() if summary.cutoff else None,
+            "counts": {"ratings": summary.ratings, "users": summary.users, "books": summary.books},
+            "model": dataclasses.asdict(model_cfg),
+            "batch": dataclasses.asdict(batch_cfg),
+            "metrics": metrics,
+        }
+        with stage("publish artifacts", config.artifacts.uri):
+            store = artifacts.open_store(config)
+            artifacts.publish_generation(store, generation, books.ids, books.vectors, manifest)
+        with stage("make generation current", generation):
+            _record_generation(spark, config, manifest)
+            artifacts.set_current(store, generation)
+    except BaseException:
+        log.error("generation %s failed; removing what it wrote, the previous generation keeps serving", generation)
+        _remove_generation(spark, config, generation)
+        raise
+    finally:
+        spark.catalog.clearCache()
+    prune(spark, config)
+    return generation
+
+
+def _record_generation(spark: SparkSession, config: Config, manifest: dict[str, Any]) -> None:
+    from pyspark.sql import functions as F
+
+    generation = manifest["generation"]
+    row = spark.createDataFrame(
+        [(generation, json.dumps(manifest["model"]), json.dumps(manifest["metrics"]))],
+        "generation STRING, params STRING, metrics STRING",
+    ).select(
+        "generation",
+        F.lit(manifest["created_at"]).cast("timestamp").alias("created_at"),
+        F.lit(manifest["data_cutoff"]).cast("timestamp").alias("data_cutoff"),
+        "params",
+        "metrics",
+    )
+    row.write.insertInto("generations")
+    with hbase_pool(config, size=1).connection() as conn:
+        _ensure_hbase_table(conn, generations_table(config), "generations")
+        table = conn.table(generations_table(config))
+        table.put(
+            generation.encode(),
+            {
+                b"g:created_at": manifest["created_at"].encode(),
+                b"g:data_cutoff": (manifest["data_cutoff"] or "").encode(),
+                b"g:metrics": json.dumps(manifest["metrics"]).encode(),
+                b"g:params": json.dumps(manifest["model"]).encode(),
+            },
+        )
+        table.put(CURRENT_ROW, {b"g:id": generation.encode()})
+
+
+def _remove_generation(spark: SparkSession, config: Config, generation: str) -> None:
+    """Drop a generation's HBase tables, Hive partitions and artifacts (never the current one)."""
+    with hbase_pool(config, size=1).connection() as conn:
+        tables = conn.tables()
+        for kind in ("users", "books"):
+            name = generation_table(config, generation, kind)
+            if name.encode() in tables:
+                conn.delete_table(name, disable=True)
+        if generations_table(config).encode() in tables:
+            conn.table(generations_table(config)).delete(generation.encode())
+    for table in VIEW_TABLES:
+        spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION (generation='{generation}')")
+    artifacts.delete_generation(artifacts.open_store(config), generation)
+
+
+def prune(spark: SparkSession, config: Config) -> list[str]:
+    """Remove all but the newest `keep_generations` generations (the current one always stays)."""
+    store = artifacts.open_store(config)
+    current = artifacts.current_generation(store)
+    known = artifacts.list_generations(store)
+    keep = set(known[-config.batch.keep_generations :]) | ({current} if current else set())
+    removed = [g for g in known if g not in keep]
+    for generation in removed:
+        log.info("pruning generation %s", generation)
+        _remove_generation(spark, config, generation)
+    return removed

@@ -1,0 +1,74 @@
+"""Train Spark MLlib ALS on the master dataset (the latest rating of each reader for each book)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from readnext.config import ModelConfig
+
+if TYPE_CHECKING:
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import DataFrame, SparkSession
+
+
+@dataclass(frozen=True)
+class Factors:
+    """One side of a trained model on the driver: ids and their factor rows (float32)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    def row_of(self) -> dict[int, int]:
+        return {int(i): k for k, i in enumerate(self.ids)}
+
+
+def latest_ratings(spark: SparkSession) -> DataFrame:
+    """(user_id, book_id, rating, event_time): each reader's latest rating of each book, any source."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    newest_first = Window.partitionBy("user_id", "book_id").orderBy(
+        F.col("event_time").desc(), F.col("source").desc(), F.col("seq").desc()
+    )
+    return (
+        spark.table("ratings")
+        .withColumn("_n", F.row_number().over(newest_first))
+        .where(F.col("_n") == 1)
+        .select("user_id", "book_id", F.col("rating").cast("int").alias("rating"), "event_time")
+    )
+
+
+def fit_als(ratings: DataFrame, model: ModelConfig, rank: int | None = None, reg: float | None = None) -> ALSModel:
+    """Fit ALS on (user_id, book_id, rating) star ratings with the configured feedback mapping."""
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import functions as F
+
+    value = F.col("rating").cast("float")
+    if model.implicit:
+        value = value - F.lit(float(model.rating_offset))
+    frame = ratings.select("user_id", "book_id", value.alias("value"))
+    als = ALS(
+        rank=rank or model.rank,
+        maxIter=model.iterations,
+        regParam=model.reg if reg is None else reg,
+        implicitPrefs=model.implicit,
+        alpha=model.alpha,
+        userCol="user_id",
+        itemCol="book_id",
+        ratingCol="value",
+        seed=model.seed,
+        coldStartStrategy="drop",
+    )
+    return als.fit(frame)
+
+
+def collect_factors(frame: DataFrame) -> Factors:
+    """Bring a factor DataFrame (id, features) to the driver, sorted by id."""
+    rows = sorted((r.id, r.features) for r in frame.collect())
+    if not rows:
+        return Factors(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+    ids, vectors = zip(*rows, strict=True)
+    return Factors(np.array(ids, dtype=np.int64), np.array(vectors, dtype=np.float32))

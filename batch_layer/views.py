@@ -1,0 +1,158 @@
+"""Batch views of one generation: computed from the model and the master dataset, written to Hive and HBase."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from batch_layer.train import Factors
+from readnext.config import Config
+from readnext.foldin import recommend
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+REC_TYPE = "ARRAY<STRUCT<book_id: INT, score: FLOAT>>"
+
+
+def user_recommendations(
+    spark: SparkSession, users: DataFrame, ratings: DataFrame, books: Factors, n: int
+) -> DataFrame:
+    """Top-N per reader, known books excluded, scored on the executors against broadcast book factors."""
+    from pyspark.sql import functions as F
+
+    history = ratings.groupBy("user_id").agg(
+        F.collect_list("book_id").alias("h_books"), F.collect_list("rating").alias("h_ratings")
+    )
+    joined = users.select(F.col("id").alias("user_id"), "features").join(history, "user_id")
+    shared = spark.sparkContext.broadcast((books.ids, books.vectors))
+
+    def top(rows: Iterator[Any]) -> Iterator[tuple]:
+        ids, vectors = shared.value
+        row_of = {int(b): k for k, b in enumerate(ids)}
+        for r in rows:
+            exclude = np.array([row_of[b] for b in r.h_books if b in row_of], dtype=np.int64)
+            idx, scores = recommend(np.asarray(r.features, dtype=np.float64), vectors, n, exclude)
+            recs = [(int(ids[i]), float(s)) for i, s in zip(idx, scores, strict=True)]
+            yield r.user_id, list(r.features), r.h_books, r.h_ratings, recs
+
+    schema = f"user_id INT, features ARRAY<FLOAT>, h_books ARRAY<INT>, h_ratings ARRAY<INT>, recs {REC_TYPE}"
+    return spark.createDataFrame(joined.rdd.mapPartitions(top), schema)
+
+
+def similar_books(books: Factors, k: int, chunk: int = 1024) -> list[tuple[int, list[tuple[int, float]]]]:
+    """The `k` most similar books of every book by cosine over factors, itself excluded."""
+    norms = np.linalg.norm(books.vectors, axis=1, keepdims=True)
+    unit = np.divide(books.vectors, norms, out=np.zeros_like(books.vectors), where=norms > 0)
+    out = []
+    k = min(k, len(books.ids) - 1)
+    for start in range(0, len(books.ids), chunk):
+        sims = unit[start : start + chunk] @ unit.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, start + rows] = -np.inf
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((sims.shape[0], 0), dtype=int)
+        for r in rows:
+            order = part[r][np.argsort(-sims[r, part[r]], kind="stable")]
+            out.append((int(books.ids[start + r]), [(int(books.ids[j]), float(sims[r, j])) for j in order]))
+    return out
+
+
+def popularity(ratings: DataFrame, prior_count: float) -> DataFrame:
+    """Per book: ratings count, mean, and the Bayesian average shrunk towards the global mean."""
+    from pyspark.sql import functions as F
+
+    global_mean = ratings.agg(F.avg("rating")).first()[0] or 0.0
+    return ratings.groupBy("book_id").agg(
+        F.count("*").alias("ratings_count"),
+        F.avg("rating").alias("mean_rating"),
+        ((F.lit(prior_count * global_mean) + F.sum("rating")) / (F.lit(prior_count) + F.count("*"))).alias(
+            "bayes_rating"
+        ),
+    )
+
+
+def book_metadata(spark: SparkSession) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return spark.table("books").select(
+        "book_id",
+        "title",
+        "authors",
+        F.col("original_publication_year").alias("year"),
+        "average_rating",
+        "image_url",
+        "small_image_url",
+    )
+
+
+def write_hive(spark: SparkSession, generation: str, views: dict[str, DataFrame]) -> None:
+    """Write each view into its Hive table's partition for this generation."""
+    from pyspark.sql import functions as F
+
+    for table, frame in views.items():
+        columns = [c for c in spark.table(table).columns if c != "generation"]
+        frame.select(*columns).withColumn("generation", F.lit(generation)).write.insertInto(table, overwrite=True)
+
+
+def _put_partition(config: Config, table: str, rows: Iterator[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    from readnext.clients import hbase_connection
+
+    conn = hbase_connection(config)
+    try:
+        with conn.table(table).batch(batch_size=1000) as batch:
+            for key, cells in rows:
+                batch.put(key, cells)
+    finally:
+        conn.close()
+
+
+def write_hbase_users(config: Config, table: str, recs: DataFrame) -> None:
+    """One row per reader: factors, the history the generation learnt from, and top-N."""
+    from readnext.hbase_schema import pack_floats, pack_ids, pack_ratings, row_key
+
+    def cells(rows: Iterator[Any]) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        for r in rows:
+            yield (
+                row_key(r.user_id),
+                {
+                    b"f:v": pack_floats(r.features),
+                    b"h:books": pack_ids(r.h_books),
+                    b"h:ratings": pack_ratings(r.h_ratings),
+                    b"r:books": pack_ids([x.book_id for x in r.recs]),
+                    b"r:scores": pack_floats([x.score for x in r.recs]),
+                },
+            )
+
+    recs.foreachPartition(lambda rows: _put_partition(config, table, cells(rows)))
+
+
+def write_hbase_books(config: Config, table: str, books: DataFrame) -> None:
+    """One row per book: metadata, popularity, factors and similar books."""
+    from readnext.hbase_schema import pack_floats, pack_ids, row_key
+
+    def text(value: Any) -> bytes:
+        return b"" if value is None else str(value).encode()
+
+    def cells(rows: Iterator[Any]) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        for r in rows:
+            row = {
+                b"m:title": text(r.title),
+                b"m:authors": text(r.authors),
+                b"m:year": text(r.year),
+                b"m:average_rating": text(r.average_rating),
+                b"m:image_url": text(r.image_url),
+                b"m:small_image_url": text(r.small_image_url),
+                b"p:count": text(r.ratings_count or 0),
+                b"p:mean": text(r.mean_rating),
+                b"p:bayes": text(r.bayes_rating),
+            }
+            if r.features is not None:
+                row[b"f:v"] = pack_floats(r.features)
+            if r.similar is not None:
+                row[b"s:books"] = pack_ids([x.book_id for x in r.similar])
+                row[b"s:scores"] = pack_floats([x.score for x in r.similar])
+            yield row_key(r.book_id), row
+
+    books.foreachPartition(lambda rows: _put_partition(config, table, cells(rows)))
