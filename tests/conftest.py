@@ -20,6 +20,7 @@ os.environ.setdefault("READNEXT_SPARK_METASTORE_DIR", str(_TEST_STATE / "metasto
 os.environ.setdefault("READNEXT_SPARK_WAREHOUSE_DIR", str(_TEST_STATE / "warehouse"))
 os.environ.setdefault("READNEXT_HBASE_TABLE_PREFIX", "readnext_test")
 os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
+os.environ.setdefault("READNEXT_ARTIFACTS_URI", str(_TEST_STATE / "artifacts"))
 
 from deploy.stack import Stack  # noqa: E402
 from readnext.config import PROJECT_ROOT, Config, load_config  # noqa: E402
@@ -73,3 +74,13 @@ def spark(config: Config):
 def unique_name() -> str:
     """A name no other test (or earlier run) uses, for topics and tables."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def hive_db(spark, unique_name) -> Iterator[str]:
+    """A Hive database of the test's own, made current, so master-dataset tables start empty."""
+    spark.sql(f"CREATE DATABASE {unique_name}")
+    spark.sql(f"USE {unique_name}")
+    yield unique_name
+    spark.sql("USE default")
+    spark.sql(f"DROP DATABASE {unique_name} CASCADE")
