@@ -57,7 +57,10 @@ def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", config.spark.python or sys.executable)
     config.spark.metastore_dir.mkdir(parents=True, exist_ok=True)
     config.spark.warehouse_dir.mkdir(parents=True, exist_ok=True)
+    conf = spark_conf(config)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit: its --master decides
+        del conf["spark.master"]
     builder = SparkSession.builder.appName(app_name)
-    for key, value in spark_conf(config).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     return builder.enableHiveSupport().getOrCreate()
