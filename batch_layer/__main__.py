@@ -1,4 +1,4 @@
-"""python -m batch_layer {ingest,train,run,download,generate}: the batch layer's command line.
+"""python -m batch_layer {ingest,train,run,tune,download,generate}: the batch layer's command line.
 
 The same file is the entry point for spark-submit (see deploy/submit).
 """
@@ -41,6 +41,24 @@ def _files(args: argparse.Namespace):  # -> DataFiles
     )
 
 
+def _tune(spark, config, args: argparse.Namespace) -> int:
+    import json
+
+    from batch_layer.tune import grid_search
+
+    names = ("rank", "reg", "alpha", "rating_offset", "iterations")
+    grid = {n: getattr(args, n) for n in names if getattr(args, n)}
+    if not grid:
+        raise SystemExit("error: give at least one of --rank --reg --alpha --rating-offset --iterations")
+    result = grid_search(spark, config, grid)
+    for row in sorted(result["grid"], key=lambda r: -r[f"ndcg@{config.batch.eval_k}"]):
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"best on validation: {result['best']}; on test: {json.dumps(result['test']['als'])}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_layer", description="ReadNext batch layer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train ALS and publish a new generation of batch views")
     run_p = sub.add_parser("run", help="ingest, then train and publish (the whole batch run)")
     _add_data_options(run_p)
+    tune_p = sub.add_parser("tune", help="grid search over ALS settings on a validation split")
+    for name, kind in (("rank", int), ("reg", float), ("alpha", float), ("rating-offset", float), ("iterations", int)):
+        tune_p.add_argument(f"--{name}", type=kind, nargs="+", help=f"values of [model] {name.replace('-', '_')}")
+    tune_p.add_argument("--out", type=Path, help="write the results here as JSON")
     download_p = sub.add_parser("download", help="download goodbooks-10k from its public home")
     download_p.add_argument("--to", type=Path, required=True, help="folder to download into")
     download_p.add_argument("--base-url", help="where the files are (default: the dataset's public home)")
@@ -85,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("ingest", "run"):
             ingest(spark, _files(args), RatingColumns(args.user_col, args.book_col, args.rating_col))
+        if args.command == "tune":
+            return _tune(spark, config, args)
         if args.command in ("train", "run"):
             generation = build_generation(spark, config)
             print(f"generation {generation} is current")
