@@ -2,7 +2,7 @@
 DATA ?=
 PYTHON := .venv/bin/python
 
-.PHONY: setup start stop status test lint demo
+.PHONY: setup start stop status test lint demo smoke
 
 setup:
 	deploy/setup
@@ -23,5 +23,9 @@ test: setup lint
 	$(PYTHON) -m pytest
 
 demo: setup
+	deploy/stack start
+	deploy/demo "$(DATA)"
+
+smoke: setup
 	deploy/stack start
 	$(PYTHON) -m deploy.smoke

@@ -1,4 +1,4 @@
-"""python -m batch_layer {ingest,train,run,tune,download,generate}: the batch layer's command line.
+"""python -m batch_layer {ingest,train,run,tune,show,download,generate}: the batch layer's command line.
 
 The same file is the entry point for spark-submit (see deploy/submit).
 """
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train ALS and publish a new generation of batch views")
     run_p = sub.add_parser("run", help="ingest, then train and publish (the whole batch run)")
     _add_data_options(run_p)
+    show_p = sub.add_parser("show", help="print the current generation's metrics and a reader's top-N from HBase")
+    show_p.add_argument("--user", type=int, help="reader id (default: the first one)")
+    show_p.add_argument("-n", type=int, default=10)
     tune_p = sub.add_parser("tune", help="grid search over ALS settings on a validation split")
     for name, kind in (("rank", int), ("reg", float), ("alpha", float), ("rating-offset", float), ("iterations", int)):
         tune_p.add_argument(f"--{name}", type=kind, nargs="+", help=f"values of [model] {name.replace('-', '_')}")
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         except DownloadError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+        return 0
+    if args.command == "show":
+        from batch_layer.show import show
+
+        print(show(load_config(), args.user, args.n))
         return 0
     if args.command == "generate":
         from batch_layer.generate import generate

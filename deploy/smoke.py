@@ -10,7 +10,7 @@ from kafka.admin import NewTopic
 
 from readnext.clients import hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
 from readnext.config import Config, load_config
-from readnext.spark import get_spark
+from readnext.spark import get_spark, read_kafka_topic
 
 
 def check_kafka(config: Config, topic: str) -> str:
@@ -48,14 +48,7 @@ def check_spark(config: Config, topic: str) -> str:
     spark.sql("CREATE TABLE IF NOT EXISTS smoke_check (at BIGINT) STORED AS PARQUET")
     spark.sql(f"INSERT INTO smoke_check VALUES ({int(time.time())})")
     hive_rows = spark.table("smoke_check").count()
-    kafka_rows = (
-        spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-        .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
-        .load()
-        .count()
-    )
+    kafka_rows = read_kafka_topic(spark, config, topic).count()
     spark.stop()
     return f"Spark read {hive_rows} row(s) from Hive table smoke_check and {kafka_rows} record(s) from Kafka"
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from readnext.config import Config
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 class SparkSetupError(RuntimeError):
@@ -64,3 +64,14 @@ def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
     for key, value in conf.items():
         builder = builder.config(key, value)
     return builder.enableHiveSupport().getOrCreate()
+
+
+def read_kafka_topic(spark: SparkSession, config: Config, topic: str) -> DataFrame:
+    """A batch read of a whole Kafka topic (key, value, topic, partition, offset, timestamp)."""
+    return (
+        spark.read.format("kafka")
+        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
+        .option("subscribe", topic)
+        .option("startingOffsets", "earliest")
+        .load()
+    )

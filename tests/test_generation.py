@@ -11,6 +11,7 @@ import pytest
 from batch_layer import generation as gen_module
 from batch_layer.generation import build_generation, current_generation
 from batch_layer.ingest import DataFiles, ingest
+from batch_layer.show import show
 from readnext import artifacts
 from readnext.clients import hbase_connection
 from readnext.hbase_schema import generation_table, unpack_floats, unpack_ids, unpack_ratings
@@ -90,6 +91,9 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         similar = unpack_ids(book[b"s:books"])
         assert len(similar) == 5 and 3 not in similar.tolist()
         conn.close()
+        shown = show(config, 7, 3)
+        assert shown.startswith(f"generation {generation}")
+        assert "top 3 for reader 7 (30 books rated)" in shown and f"(book {recs[0]}," in shown
     finally:
         _drop_tables(config)
 

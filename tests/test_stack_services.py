@@ -7,6 +7,7 @@ import time
 from kafka.admin import NewTopic
 
 from readnext.clients import hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
+from readnext.spark import read_kafka_topic
 
 
 def test_kafka_topic_round_trip(stack, config, unique_name):
@@ -79,13 +80,7 @@ def test_spark_reads_kafka_topic_through_connector(stack, spark, config, unique_
         producer.close()
         deadline = time.monotonic() + 30
         while True:
-            frame = (
-                spark.read.format("kafka")
-                .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-                .option("subscribe", unique_name)
-                .option("startingOffsets", "earliest")
-                .load()
-            )
+            frame = read_kafka_topic(spark, config, unique_name)
             got = {r.value for r in frame.selectExpr("CAST(value AS STRING) AS value").collect()}
             if got == sent or time.monotonic() > deadline:
                 break
