@@ -78,6 +78,14 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
             done({"ratings": summary.ratings, "users": summary.users, "books": summary.books})
         if not summary.ratings:
             raise ValueError("the master dataset holds no ratings: run 'python -m batch_layer ingest' first")
+        stream_offsets = {
+            r.origin: r.offset
+            for r in spark.table("ratings")
+            .where(F.col("source") == "stream")
+            .groupBy("origin")
+            .agg(F.max("seq").alias("offset"))
+            .collect()
+        }
         metrics: dict[str, Any] = {}
         if batch_cfg.evaluate:
             with stage("evaluate (held-out readers' ratings)") as done:
@@ -143,6 +151,7 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
             "generation": generation,
             "created_at": created_at.isoformat(),
             "data_cutoff": summary.cutoff.replace(tzinfo=timezone.utc).isoformat() if summary.cutoff else None,
+            "stream_offsets": stream_offsets,
             "counts": {"ratings": summary.ratings, "users": summary.users, "books": summary.books},
             "model": dataclasses.asdict(model_cfg),
             "batch": dataclasses.asdict(batch_cfg),
@@ -187,6 +196,7 @@ def _record_generation(spark: SparkSession, config: Config, manifest: dict[str, 
             {
                 b"g:created_at": manifest["created_at"].encode(),
                 b"g:data_cutoff": (manifest["data_cutoff"] or "").encode(),
+                b"g:stream_offsets": json.dumps(manifest["stream_offsets"]).encode(),
                 b"g:metrics": json.dumps(manifest["metrics"]).encode(),
                 b"g:params": json.dumps(manifest["model"]).encode(),
             },

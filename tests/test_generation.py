@@ -102,8 +102,17 @@ def test_failed_run_leaves_previous_generation_serving_and_old_ones_are_pruned(
     stack, spark, master, small_config, monkeypatch
 ):
     config = dataclasses.replace(small_config, batch=dataclasses.replace(small_config.batch, evaluate=False))
+    spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
+    spark.sql(
+        "INSERT INTO ratings PARTITION (source, event_date) VALUES "
+        "(1, 2, 5, current_timestamp(), 5, 'ratings-0', 'stream', current_date()), "
+        "(2, 3, 4, current_timestamp(), 9, 'ratings-0', 'stream', current_date()), "
+        "(3, 4, 4, current_timestamp(), 2, 'ratings-1', 'stream', current_date())"
+    )
     try:
         first = build_generation(spark, config)
+        manifest = artifacts.load_generation(artifacts.open_store(config), first)[2]
+        assert manifest["stream_offsets"] == {"ratings-0": 9, "ratings-1": 2}
 
         def broken_publish(*args, **kwargs):
             raise OSError("artifact store unavailable")

@@ -1,0 +1,85 @@
+"""The served model: the current generation's book factors in memory, with fold-in and top-N by book id.
+
+The speed and serving layers hold one `ModelHolder` each; `refresh()` swaps in a new generation
+when the artifact store's CURRENT pointer moves, without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from readnext import artifacts
+from readnext.config import ModelConfig
+from readnext.foldin import FoldInParams, fold_in, gramian, recommend
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    generation: str
+    book_ids: np.ndarray
+    factors: np.ndarray
+    params: FoldInParams
+    manifest: dict[str, Any]
+    row_of: dict[int, int] = field(repr=False)
+    yty: np.ndarray | None = field(repr=False)
+
+    @classmethod
+    def build(cls, generation: str, book_ids: np.ndarray, factors: np.ndarray, manifest: dict[str, Any]) -> ServedModel:
+        params = FoldInParams.from_config(ModelConfig(**manifest["model"]))
+        return cls(
+            generation=generation,
+            book_ids=np.asarray(book_ids, dtype=np.int64),
+            factors=np.asarray(factors, dtype=np.float32),
+            params=params,
+            manifest=manifest,
+            row_of={int(b): k for k, b in enumerate(book_ids)},
+            yty=gramian(factors) if params.implicit else None,
+        )
+
+    @property
+    def stream_offsets(self) -> dict[str, int]:
+        """Highest Kafka offset per `<topic>-<partition>` that this generation learnt from."""
+        return self.manifest.get("stream_offsets", {})
+
+    def fold_in(self, ratings: Mapping[int, float]) -> np.ndarray:
+        """The reader's vector from {book id: stars}; books the model does not know are left out."""
+        known = [(self.row_of[b], r) for b, r in ratings.items() if b in self.row_of]
+        rows = np.array([k for k, _ in known], dtype=np.int64)
+        stars = np.array([r for _, r in known], dtype=np.float64)
+        return fold_in(self.factors, rows, stars, self.params, self.yty)
+
+    def recommend(self, vector: np.ndarray, n: int, exclude: Mapping[int, Any] | set[int]) -> list[tuple[int, float]]:
+        """Top-N (book id, score), best first, no book of `exclude`."""
+        rows = np.array([self.row_of[b] for b in exclude if b in self.row_of], dtype=np.int64)
+        idx, scores = recommend(vector, self.factors, n, rows)
+        return [(int(self.book_ids[i]), float(s)) for i, s in zip(idx, scores, strict=True)]
+
+
+class ModelHolder:
+    """The current generation, reloaded from the artifact store when its CURRENT pointer moves."""
+
+    def __init__(self, store: artifacts.ArtifactStore) -> None:
+        self.store = store
+        self._model: ServedModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> ServedModel | None:
+        return self._model
+
+    def refresh(self) -> bool:
+        """Load the current generation if it changed; True when a new one was swapped in."""
+        current = artifacts.current_generation(self.store)
+        if current is None or (self._model is not None and self._model.generation == current):
+            return False
+        with self._lock:
+            if self._model is not None and self._model.generation == current:
+                return False
+            ids, factors, manifest = artifacts.load_generation(self.store, current)
+            self._model = ServedModel.build(current, ids, factors, manifest)
+        return True
