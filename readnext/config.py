@@ -103,6 +103,15 @@ class BatchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SpeedConfig:
+    trigger_ms: int
+    master_trigger_s: int
+    checkpoint_dir: Path
+    top_n: int
+    topic_partitions: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     hbase: HBaseConfig
@@ -111,6 +120,7 @@ class Config:
     stack: StackConfig
     model: ModelConfig
     batch: BatchConfig
+    speed: SpeedConfig
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:
