@@ -201,6 +201,11 @@ def start(spark: SparkSession, config: Config) -> list[StreamingQuery]:
 
     ensure_topics(config)
     ensure_tables(spark, "master_dataset")
+    conn = hbase_connection(config)
+    try:
+        ensure_speed_table(conn, config)
+    finally:
+        conn.close()
     spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
     holder = ModelHolder(artifacts.open_store(config))
     holder.refresh()

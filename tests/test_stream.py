@@ -1,0 +1,116 @@
+"""The streaming job against real Kafka, HBase and Hive: speed view, master dataset, dead letters."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pytest
+
+from batch_layer.generation import build_generation
+from batch_layer.ingest import DataFiles, ingest
+from readnext import artifacts
+from readnext.clients import hbase_connection, kafka_admin, kafka_consumer
+from readnext.events import RatingProducer
+from readnext.hbase_schema import row_key, speed_table, unpack_floats, unpack_ids
+from readnext.model import ModelHolder
+from speed_layer import stream
+from tests.data import taste_ratings, write_books, write_ratings
+
+
+@pytest.fixture
+def live(stack, spark, hive_db, config, tmp_path, unique_name):
+    """A current generation on small data, then the streaming job on topics of the test's own."""
+    config = dataclasses.replace(
+        config,
+        kafka=dataclasses.replace(
+            config.kafka, ratings_topic=f"{unique_name}-ratings", dead_letter_topic=f"{unique_name}-dead"
+        ),
+        hbase=dataclasses.replace(config.hbase, table_prefix=unique_name),
+        artifacts=dataclasses.replace(config.artifacts, uri=str(tmp_path / "artifacts")),
+        model=dataclasses.replace(config.model, rank=8, iterations=6),
+        batch=dataclasses.replace(config.batch, evaluate=False, top_n=10, similar_k=3),
+        speed=dataclasses.replace(config.speed, checkpoint_dir=tmp_path / "checkpoints", master_trigger_s=1, top_n=10),
+    )
+    rows = taste_ratings(seed=21, users=60, books=80, per_user=15)
+    ingest(spark, DataFiles(write_ratings(tmp_path / "r.csv", rows), write_books(tmp_path / "b.csv", books=90)))
+    build_generation(spark, config)
+    queries = stream.start(spark, config)
+    yield config, rows
+    failures = [f"{q.name}: {q.exception()}" for q in queries if q.exception() is not None]
+    for q in queries:
+        q.stop()
+    conn = hbase_connection(config)
+    for name in conn.tables():
+        if name.decode().startswith(unique_name + "_"):
+            conn.delete_table(name, disable=True)
+    conn.close()
+    admin = kafka_admin(config)
+    admin.delete_topics([config.kafka.ratings_topic, config.kafka.dead_letter_topic])
+    admin.close()
+    assert not failures, failures
+
+
+def _wait(check, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.3)
+
+
+def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
+    config, rows = live
+    producer = RatingProducer(config)
+    producer.send(5, 81, 5)  # book 81: in the catalog, unknown to the model (nobody rated it)
+    producer.send(5, 2, 5)
+    producer.send(5, 2, 1)  # a re-rating: the latest wins
+    producer.send(1000, 3, 4)  # a reader the batch never saw
+    producer.send_raw(b"7", b"{not json")
+    producer.send_raw(b"7", json.dumps({"user_id": 7, "book_id": 3, "rating": 6}).encode())
+    producer.send_raw(b"7", json.dumps({"user_id": 7, "book_id": 4242, "rating": 3}).encode())
+    producer.send_raw(b"7", json.dumps({"user_id": 7, "rating": 3}).encode())
+    producer.flush()
+    producer.close()
+
+    conn = hbase_connection(config)
+    speed = conn.table(speed_table(config))
+    assert _wait(lambda: len(json.loads(speed.row(row_key(5)).get(b"v:events", b"[]"))) == 3)
+    assert _wait(lambda: speed.row(row_key(1000)))
+    holder = ModelHolder(artifacts.open_store(config))
+    holder.refresh()
+    model = holder.model
+    history = {b: r for u, b, r in rows if u == 5} | {81: 5, 2: 1}
+    row = speed.row(row_key(5))
+    assert np.allclose(unpack_floats(row[b"v:vector"]), model.fold_in(history), atol=1e-5)
+    recs = set(unpack_ids(row[b"v:books"]).tolist())
+    assert recs and not recs & set(history), "known books, stream ones included, are never recommended"
+    assert 81 not in recs
+    new_reader = speed.row(row_key(1000))
+    assert np.allclose(unpack_floats(new_reader[b"v:vector"]), model.fold_in({3: 4}), atol=1e-5)
+    conn.close()
+
+    def stream_rows():
+        return spark.table("ratings").where("source = 'stream'").count() == 4
+
+    assert _wait(stream_rows)
+    stored = {(r.user_id, r.book_id, r.rating) for r in spark.table("ratings").where("source = 'stream'").collect()}
+    assert stored == {(5, 81, 5), (5, 2, 5), (5, 2, 1), (1000, 3, 4)}
+
+    consumer = kafka_consumer(
+        config, config.kafka.dead_letter_topic, auto_offset_reset="earliest", consumer_timeout_ms=20_000
+    )
+    dead = []
+    for record in consumer:
+        dead.append((record.value, dict(record.headers)["reason"].decode()))
+        if len(dead) == 4:
+            break
+    consumer.close()
+    reasons = {value: reason for value, reason in dead}
+    assert reasons[b"{not json"].startswith("not JSON")
+    assert reasons[json.dumps({"user_id": 7, "book_id": 3, "rating": 6}).encode()] == "rating 6 outside 1-5"
+    assert reasons[json.dumps({"user_id": 7, "book_id": 4242, "rating": 3}).encode()] == "unknown book 4242"
+    assert reasons[json.dumps({"user_id": 7, "rating": 3}).encode()] == "missing field book_id"
