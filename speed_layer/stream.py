@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -92,39 +93,50 @@ def _events(rows: list[Any], catalog: set[int] | None) -> tuple[list[StreamEvent
     return valid, invalid
 
 
-class SpeedBatch:
-    """foreachBatch of the speed query."""
+class SpeedView:
+    """Writes to the speed view: micro-batches of events, and rebasing when the generation changes.
+
+    One lock orders the two, so a rebase never overwrites a fresher update of the same reader.
+    """
 
     def __init__(self, config: Config, holder: ModelHolder, catalog: Catalog) -> None:
         self.config, self.holder, self.catalog = config, holder, catalog
+        self.lock = threading.Lock()
+
+    def follow_generation(self) -> None:
+        """Swap in a new current generation and rebase the speed view on it."""
+        with self.lock:
+            if not self.holder.refresh():
+                return
+            model = self.holder.model
+            conn = hbase_connection(self.config)
+            try:
+                kept, dropped = rebase(conn, self.config, model, self.config.speed.top_n)
+            finally:
+                conn.close()
+        log.info("generation %s is current: %d speed rows recomputed, %d absorbed", model.generation, kept, dropped)
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
+        """foreachBatch of the speed query."""
         rows = frame.select("value", "topic", "partition", "offset", "timestamp").collect()
-        conn = hbase_connection(self.config)
-        try:
-            ensure_speed_table(conn, self.config)
-            if self.holder.refresh():
-                kept, dropped = rebase(conn, self.config, self.holder.model, self.config.speed.top_n)
-                log.info(
-                    "generation %s is current: %d speed rows recomputed, %d absorbed",
-                    self.holder.model.generation,
-                    kept,
-                    dropped,
-                )
-            model = self.holder.model
-            if not rows:
-                return
-            if model is None:
-                log.warning("no current generation yet: %d events wait for the first batch run", len(rows))
-                return
-            valid, _ = _events(rows, self.catalog.for_model(model))
-            by_user: dict[int, list[StreamEvent]] = defaultdict(list)
-            for event in valid:
-                by_user[event.user_id].append(event)
-            written = update_readers(conn, self.config, model, by_user, self.config.speed.top_n)
-            log.info("speed batch %d: %d events, %d readers updated", batch_id, len(rows), written)
-        finally:
-            conn.close()
+        self.follow_generation()
+        if not rows:
+            return
+        model = self.holder.model
+        if model is None:
+            log.warning("no current generation yet: %d events wait for the first batch run", len(rows))
+            return
+        valid, _ = _events(rows, self.catalog.for_model(model))
+        by_user: dict[int, list[StreamEvent]] = defaultdict(list)
+        for event in valid:
+            by_user[event.user_id].append(event)
+        with self.lock:
+            conn = hbase_connection(self.config)
+            try:
+                written = update_readers(conn, self.config, self.holder.model, by_user, self.config.speed.top_n)
+            finally:
+                conn.close()
+        log.info("speed batch %d: %d events, %d readers updated", batch_id, len(rows), written)
 
 
 class MasterBatch:
@@ -195,56 +207,83 @@ class MasterBatch:
         self.producer.flush()
 
 
-def start(spark: SparkSession, config: Config) -> list[StreamingQuery]:
-    """Start both queries on the ratings topic; returns them running."""
-    from readnext.hive import ensure_tables
+class StreamingJob:
+    """Both queries plus a watcher that rebases the speed view as soon as a new generation is current."""
 
-    ensure_topics(config)
-    ensure_tables(spark, "master_dataset")
-    conn = hbase_connection(config)
-    try:
-        ensure_speed_table(conn, config)
-    finally:
-        conn.close()
-    spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
-    holder = ModelHolder(artifacts.open_store(config))
-    holder.refresh()
-    catalog = Catalog(config)
-    source = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-        .option("subscribe", config.kafka.ratings_topic)
-        .option("startingOffsets", "earliest")
-        .load()
-    )
-    checkpoints = config.speed.checkpoint_dir
-    queries = []
-    for name, handler, trigger in (
-        ("speed", SpeedBatch(config, holder, catalog), f"{config.speed.trigger_ms} milliseconds"),
-        ("master", MasterBatch(config, holder, catalog), f"{config.speed.master_trigger_s} seconds"),
-    ):
-        queries.append(
-            source.writeStream.queryName(f"readnext-{name}")
-            .foreachBatch(handler)
-            .option("checkpointLocation", str(checkpoints / name))
-            .trigger(processingTime=trigger)
-            .start()
+    def __init__(self, spark: SparkSession, config: Config, watch_interval_s: float = 1.0) -> None:
+        self.spark, self.config, self.watch_interval_s = spark, config, watch_interval_s
+        self.queries: list[StreamingQuery] = []
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.speed_view: SpeedView | None = None
+
+    def start(self) -> StreamingJob:
+        from readnext.hive import ensure_tables
+
+        spark, config = self.spark, self.config
+        ensure_topics(config)
+        ensure_tables(spark, "master_dataset")
+        spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
+        conn = hbase_connection(config)
+        try:
+            ensure_speed_table(conn, config)
+        finally:
+            conn.close()
+        holder = ModelHolder(artifacts.open_store(config))
+        catalog = Catalog(config)
+        self.speed_view = SpeedView(config, holder, catalog)
+        self.speed_view.follow_generation()
+        source = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
+            .option("subscribe", config.kafka.ratings_topic)
+            .option("startingOffsets", "earliest")
+            .load()
         )
-    return queries
+        checkpoints = config.speed.checkpoint_dir
+        for name, handler, trigger in (
+            ("speed", self.speed_view, f"{config.speed.trigger_ms} milliseconds"),
+            ("master", MasterBatch(config, holder, catalog), f"{config.speed.master_trigger_s} seconds"),
+        ):
+            self.queries.append(
+                source.writeStream.queryName(f"readnext-{name}")
+                .foreachBatch(handler)
+                .option("checkpointLocation", str(checkpoints / name))
+                .trigger(processingTime=trigger)
+                .start()
+            )
+        self._watcher = threading.Thread(target=self._watch, name="generation-watcher", daemon=True)
+        self._watcher.start()
+        log.info("streaming from %s: %s", config.kafka.ratings_topic, ", ".join(q.name for q in self.queries))
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_interval_s):
+            try:
+                self.speed_view.follow_generation()
+            except Exception:  # noqa: BLE001 - keep watching; the next micro-batch retries and fails loudly
+                log.exception("could not follow the current generation; retrying")
+
+    def failures(self) -> list[str]:
+        return [f"{q.name}: {q.exception()}" for q in self.queries if q.exception() is not None]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for q in self.queries:
+            q.stop()
+        if self._watcher is not None:
+            self._watcher.join()
 
 
 def run(spark: SparkSession, config: Config, until: Callable[[], bool] | None = None) -> None:
     """Run until a query fails (raises its error) or `until()` says stop."""
-    queries = start(spark, config)
-    log.info("streaming from %s: %s", config.kafka.ratings_topic, ", ".join(q.name for q in queries))
+    job = StreamingJob(spark, config).start()
     try:
-        while all(q.isActive for q in queries):
+        while all(q.isActive for q in job.queries):
             if until is not None and until():
                 break
             time.sleep(0.5)
-        for q in queries:
-            if q.exception() is not None:
-                raise RuntimeError(f"query {q.name} failed: {q.exception()}")
+        if job.failures():
+            raise RuntimeError("; ".join(job.failures()))
     finally:
-        for q in queries:
-            q.stop()
+        job.stop()

@@ -37,11 +37,10 @@ def live(stack, spark, hive_db, config, tmp_path, unique_name):
     rows = taste_ratings(seed=21, users=60, books=80, per_user=15)
     ingest(spark, DataFiles(write_ratings(tmp_path / "r.csv", rows), write_books(tmp_path / "b.csv", books=90)))
     build_generation(spark, config)
-    queries = stream.start(spark, config)
+    job = stream.StreamingJob(spark, config).start()
     yield config, rows
-    failures = [f"{q.name}: {q.exception()}" for q in queries if q.exception() is not None]
-    for q in queries:
-        q.stop()
+    failures = job.failures()
+    job.stop()
     conn = hbase_connection(config)
     for name in conn.tables():
         if name.decode().startswith(unique_name + "_"):
@@ -114,3 +113,54 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
     assert reasons[json.dumps({"user_id": 7, "book_id": 3, "rating": 6}).encode()] == "rating 6 outside 1-5"
     assert reasons[json.dumps({"user_id": 7, "book_id": 4242, "rating": 3}).encode()] == "unknown book 4242"
     assert reasons[json.dumps({"user_id": 7, "rating": 3}).encode()] == "missing field book_id"
+
+
+def test_no_rating_is_lost_across_a_generation_flip(live, spark):
+    import threading
+
+    from batch_layer.generation import current_generation
+    from readnext.hbase_schema import generation_table, unpack_ratings
+
+    config, rows = live
+    known5 = {b for u, b, _ in rows if u == 5}
+    fresh = [b for b in range(1, 81) if b not in known5]
+    producer = RatingProducer(config)
+    producer.send(5, fresh[0], 5)
+    producer.send(1000, 3, 4)
+    conn = hbase_connection(config)
+    speed = conn.table(speed_table(config))
+    assert _wait(lambda: speed.row(row_key(5)) and speed.row(row_key(1000)))
+    assert _wait(lambda: spark.table("ratings").where("source = 'stream'").count() == 2)
+
+    during = threading.Timer(2.0, lambda: producer.send(5, fresh[1], 2))
+    during.start()
+    generation = build_generation(spark, config)
+    during.join()
+    producer.close()
+    assert current_generation(config) == generation
+
+    def settled():
+        row5 = speed.row(row_key(5))
+        return not speed.row(row_key(1000)) and (not row5 or row5[b"v:generation"] == generation.encode())
+
+    assert _wait(settled), "the watcher rebases the speed view on the new generation"
+    batch5 = conn.table(generation_table(config, generation, "users")).row(row_key(5))
+    history = dict(
+        zip(unpack_ids(batch5[b"h:books"]).tolist(), unpack_ratings(batch5[b"h:ratings"]).tolist(), strict=True)
+    )
+    assert history[fresh[0]] == 5, "the rating streamed before the run is in the new generation"
+    if fresh[1] not in history:
+        row5 = _wait(lambda: speed.row(row_key(5)))
+        events = json.loads(row5[b"v:events"])
+        assert [(e[2], e[3]) for e in events] == [(fresh[1], 2)], (
+            "the rating posted during the run is in the speed view"
+        )
+        holder = ModelHolder(artifacts.open_store(config))
+        holder.refresh()
+        merged = history | {fresh[1]: 2}
+        assert np.allclose(unpack_floats(row5[b"v:vector"]), holder.model.fold_in(merged), atol=1e-5)
+    else:
+        assert history[fresh[1]] == 2
+    batch1000 = conn.table(generation_table(config, generation, "users")).row(row_key(1000))
+    assert unpack_ids(batch1000[b"h:books"]).tolist() == [3]
+    conn.close()
