@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -34,10 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     from readnext.spark import get_spark
     from speed_layer.stream import run
 
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     spark = get_spark(config, app_name="readnext-speed")
     spark.sparkContext.setLogLevel("WARN")
     try:
         run(spark, config)
+    except KeyboardInterrupt:
+        logging.getLogger("speed_layer").info("stopping: the queries resume from their checkpoints next time")
     finally:
         spark.stop()
     return 0
