@@ -38,11 +38,11 @@ def main() -> int:
         print("error: the comparison needs the bench extras: pip install -e '.[bench]'", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="readnext-als-"))
-    os.environ.setdefault("READNEXT_SPARK_METASTORE_DIR", str(work / "metastore"))
-    os.environ.setdefault("READNEXT_SPARK_WAREHOUSE_DIR", str(work / "warehouse"))
-    os.environ["READNEXT_SPARK_DRIVER_MEMORY"] = args.driver_memory
     from batch_layer.train import fit_als
-    from readnext.config import load_config
+    from readnext.config import load_config, sandbox_env
+
+    os.environ.update(sandbox_env(work, "bench_als"))
+    os.environ["READNEXT_SPARK_DRIVER_MEMORY"] = args.driver_memory
     from readnext.spark import get_spark
 
     config = load_config()

@@ -21,6 +21,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from readnext.config import sandbox_env  # noqa: E402
+
 STAGE_END = re.compile(r"stage (.+): end in ([0-9.]+) s")
 
 
@@ -53,16 +57,8 @@ def main() -> int:
     parser.add_argument("--driver-memory", default="2g")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix=f"readnext-bench-{args.label}-"))
-    env = dict(os.environ)
-    env.update(
-        {
-            "READNEXT_SPARK_METASTORE_DIR": str(work / "metastore"),
-            "READNEXT_SPARK_WAREHOUSE_DIR": str(work / "warehouse"),
-            "READNEXT_ARTIFACTS_URI": str(work / "artifacts"),
-            "READNEXT_HBASE_TABLE_PREFIX": f"bench_{args.label}",
-            "READNEXT_SPARK_DRIVER_MEMORY": args.driver_memory,
-        }
-    )
+    env = dict(os.environ, **sandbox_env(work, f"bench_{args.label}"))
+    env["READNEXT_SPARK_DRIVER_MEMORY"] = args.driver_memory
     cmd = [sys.executable, "-m", "batch_layer", "run", "--ratings", str(args.ratings), "--books", str(args.books)]
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

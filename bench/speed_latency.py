@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from readnext.clients import hbase_connection, kafka_producer  # noqa: E402
-from readnext.config import load_config  # noqa: E402
+from readnext.config import load_config, sandbox_env  # noqa: E402
 from readnext.events import RatingEvent  # noqa: E402
 from readnext.hbase_schema import row_key, speed_table  # noqa: E402
 
@@ -100,19 +100,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="readnext-speed-bench-"))
-    env = dict(os.environ)
-    env.update(
-        {
-            "READNEXT_SPARK_METASTORE_DIR": str(work / "metastore"),
-            "READNEXT_SPARK_WAREHOUSE_DIR": str(work / "warehouse"),
-            "READNEXT_ARTIFACTS_URI": str(work / "artifacts"),
-            "READNEXT_HBASE_TABLE_PREFIX": "bench_speed",
-            "READNEXT_KAFKA_RATINGS_TOPIC": f"bench-ratings-{int(time.time())}",
-            "READNEXT_KAFKA_DEAD_LETTER_TOPIC": f"bench-dead-{int(time.time())}",
-            "READNEXT_SPEED_CHECKPOINT_DIR": str(work / "checkpoints"),
-            "READNEXT_BATCH_EVALUATE": "false",
-        }
-    )
+    env = dict(os.environ, **sandbox_env(work, f"bench_speed_{int(time.time())}"))
+    env["READNEXT_BATCH_EVALUATE"] = "false"
     os.environ.update(env)
     config = load_config()
     subprocess.run(

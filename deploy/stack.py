@@ -1,4 +1,4 @@
-"""The local single-node stack: a KRaft Kafka broker, standalone HBase and HBase's Thrift server.
+"""The local single-node stack: Derby for the Hive metastore, Kafka (KRaft), standalone HBase and its Thrift server.
 
 Each service is a plain JVM started from the jars that `deploy/setup` fetched from Maven Central,
 with its state, logs and pid file under the state folder. `start` waits until each service really
@@ -179,6 +179,18 @@ class Stack:
         conf = self.state / "conf"
         self.services = [
             Service(
+                name="metastore",
+                address=f"127.0.0.1:{st.derby_port} (Derby)",
+                main_class="org.apache.derby.drda.NetworkServerControl",
+                heap=st.derby_heap,
+                classpath=[jars / "derby" / "*"],
+                args=["start", "-h", "127.0.0.1", "-p", str(st.derby_port), "-noSecurityManager"],
+                jvm_flags=[f"-Dderby.system.home={self.state / 'metastore-db'}"],
+                ready=lambda: _port_open("127.0.0.1", st.derby_port),
+                prepare=self._prepare_derby,
+                state_dir=self.state,
+            ),
+            Service(
                 name="kafka",
                 address=f"{kafka_host}:{kafka_port}",
                 main_class="kafka.Kafka",
@@ -232,11 +244,19 @@ class Stack:
         conf.mkdir(parents=True, exist_ok=True)
         (conf / "log4j2.xml").write_text(LOG4J2_XML)
 
+    def _prepare_derby(self) -> None:
+        self._write_common()
+        self._require_jars("derby", "derbynet-*.jar")
+        (self.state / "metastore-db").mkdir(parents=True, exist_ok=True)
+
+    def _require_jars(self, name: str, pattern: str) -> None:
+        folder = self.config.stack.jars_dir / name
+        if not any(folder.glob(pattern)):
+            raise StackError(f"{name} jars missing in {folder}: run deploy/setup (or make setup) first")
+
     def _prepare_kafka(self) -> None:
         self._write_common()
-        jars = self.config.stack.jars_dir / "kafka"
-        if not any(jars.glob("kafka_2.13-*.jar")):
-            raise StackError(f"Kafka jars missing in {jars}: run deploy/setup (or make setup) first")
+        self._require_jars("kafka", "kafka_2.13-*.jar")
         data = self.state / "kafka" / "data"
         ctrl = self.config.stack.kafka_controller_port
         props = {
@@ -288,9 +308,7 @@ class Stack:
 
     def _prepare_hbase(self) -> None:
         self._write_common()
-        jars = self.config.stack.jars_dir / "hbase"
-        if not any(jars.glob("hbase-server-*.jar")):
-            raise StackError(f"HBase jars missing in {jars}: run deploy/setup (or make setup) first")
+        self._require_jars("hbase", "hbase-server-*.jar")
         root = self.state / "hbase"
         site = {
             "hbase.cluster.distributed": "false",

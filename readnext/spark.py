@@ -26,6 +26,14 @@ def connector_jars(config: Config) -> list[Path]:
     return jars
 
 
+def derby_client_jars(config: Config) -> list[Path]:
+    """The Derby network client, for a metastore on the stack's Derby server."""
+    jars = sorted((config.stack.jars_dir / "derby").glob("derbyclient-*.jar"))
+    if not jars:
+        raise SparkSetupError(f"the Derby client is missing in {config.stack.jars_dir / 'derby'}: run 'make setup'")
+    return jars
+
+
 def spark_conf(config: Config) -> dict[str, str]:
     """The settings every ReadNext Spark application runs with, also usable as spark-submit --conf."""
     sc = config.spark
@@ -42,6 +50,11 @@ def spark_conf(config: Config) -> dict[str, str]:
     }
     if sc.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = sc.metastore_uri
+    elif sc.metastore_jdbc_url:
+        conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = sc.metastore_jdbc_url
+        if sc.metastore_jdbc_url.startswith("jdbc:derby://"):
+            conf["spark.hadoop.javax.jdo.option.ConnectionDriverName"] = "org.apache.derby.jdbc.ClientDriver"
+            conf["spark.driver.extraClassPath"] = os.pathsep.join(str(j) for j in derby_client_jars(config))
     else:
         db = sc.metastore_dir / "metastore_db"
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={db};create=true"

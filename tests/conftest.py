@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 _TEST_STATE = Path(tempfile.mkdtemp(prefix="readnext-tests-"))
-os.environ.setdefault("READNEXT_SPARK_METASTORE_DIR", str(_TEST_STATE / "metastore"))
-os.environ.setdefault("READNEXT_SPARK_WAREHOUSE_DIR", str(_TEST_STATE / "warehouse"))
-os.environ.setdefault("READNEXT_HBASE_TABLE_PREFIX", "readnext_test")
+from readnext.config import sandbox_env  # noqa: E402
+
+for _key, _value in sandbox_env(_TEST_STATE, "readnext_test").items():
+    os.environ.setdefault(_key, _value)
 os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
-os.environ.setdefault("READNEXT_ARTIFACTS_URI", str(_TEST_STATE / "artifacts"))
 
 from deploy.stack import Stack  # noqa: E402
 from readnext.config import PROJECT_ROOT, Config, load_config  # noqa: E402
@@ -61,7 +61,7 @@ def stack(config: Config) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def spark(config: Config):
+def spark(config: Config, stack: Stack):
     from readnext.spark import get_spark
 
     session = get_spark(config, app_name="readnext-tests")

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from readnext.config import PROJECT_ROOT
+from readnext.config import PROJECT_ROOT, sandbox_env
 
 SCRIPT = """
 import json, sys
@@ -32,12 +32,10 @@ def _run(step: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
-def test_table_survives_into_a_new_spark_application(tmp_path):
-    env = dict(os.environ)
-    env["READNEXT_SPARK_METASTORE_DIR"] = str(tmp_path / "metastore")
-    env["READNEXT_SPARK_WAREHOUSE_DIR"] = str(tmp_path / "warehouse")
+def test_table_survives_into_a_new_spark_application(stack, tmp_path):
+    env = dict(os.environ, **sandbox_env(tmp_path, "persistence"))
     _run("write", env)
-    assert (tmp_path / "metastore" / "metastore_db").is_dir()
+    assert (tmp_path / "metastore_db").is_dir(), "the metastore lives on the stack's Derby server"
     out = _run("read", env)
     rows = json.loads(next(line for line in out.splitlines() if line.startswith("ROWS="))[5:])
     assert rows == [[1, "The Hunger Games"], [2, "Harry Potter"]]

@@ -13,7 +13,7 @@ import pytest
 
 from readnext import artifacts
 from readnext.clients import hbase_connection
-from readnext.config import PROJECT_ROOT, load_config
+from readnext.config import PROJECT_ROOT, load_config, sandbox_env
 from tests.data import taste_ratings, write_books, write_ratings
 
 MASTER_PORT = 17077
@@ -101,13 +101,9 @@ def test_batch_run_through_spark_submit(stack, standalone_cluster, tmp_path, uni
     data.mkdir()
     write_ratings(data / "ratings.csv", taste_ratings(seed=3, users=120, books=150, per_user=20))
     write_books(data / "books.csv")
-    env = dict(os.environ)
+    env = dict(os.environ, **sandbox_env(tmp_path, unique_name))
     env.update(
         {
-            "READNEXT_SPARK_METASTORE_DIR": str(tmp_path / "metastore"),
-            "READNEXT_SPARK_WAREHOUSE_DIR": str(tmp_path / "warehouse"),
-            "READNEXT_ARTIFACTS_URI": str(tmp_path / "artifacts"),
-            "READNEXT_HBASE_TABLE_PREFIX": unique_name,
             "READNEXT_SPARK_DRIVER_MEMORY": "1g",
             "READNEXT_MODEL_RANK": "8",
             "READNEXT_MODEL_ITERATIONS": "5",

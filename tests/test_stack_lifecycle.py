@@ -27,12 +27,12 @@ def _processes_using(folder: Path) -> list[int]:
 @pytest.mark.stack_lifecycle
 def test_start_twice_status_stop_and_restart(stack, config):
     before = stack.status()
-    assert [name for name, _, _ in before] == ["kafka", "hbase", "thrift"]
+    assert [name for name, _, _ in before] == ["metastore", "kafka", "hbase", "thrift"]
     assert all(pid is not None for _, pid, _ in before)
 
     again = run_stack_cli("start")
     assert again.returncode == 0, again.stderr
-    assert again.stdout.count("already running") == 3
+    assert again.stdout.count("already running") == 4
     assert stack.status() == before, "a second start must not start anything new"
 
     status = run_stack_cli("status")
@@ -46,13 +46,14 @@ def test_start_twice_status_stop_and_restart(stack, config):
     assert not any(_pid_alive(pid) for _, pid, _ in before)
     assert _processes_using(config.stack.state_dir / "conf") == [], "a server of the stack still runs"
     for address in (
+        f"127.0.0.1:{config.stack.derby_port}",
         config.kafka.bootstrap_servers,
         f"{config.hbase.host}:{config.hbase.port}",
         f"127.0.0.1:{config.stack.zookeeper_port}",
     ):
         assert not _port_open(*_host_port(address)), f"{address} still open after stop"
     down = run_stack_cli("status")
-    assert down.returncode == 1 and down.stdout.count(" down ") == 3
+    assert down.returncode == 1 and down.stdout.count(" down ") == 4
 
     restarted = run_stack_cli("start")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr

@@ -14,7 +14,7 @@ import numpy as np
 
 from readnext import artifacts
 from readnext.clients import hbase_connection, kafka_admin
-from readnext.config import PROJECT_ROOT, load_config
+from readnext.config import PROJECT_ROOT, load_config, sandbox_env
 from readnext.events import RatingProducer
 from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
 from readnext.model import ModelHolder
@@ -49,16 +49,9 @@ def _kill(proc, sig):
 
 
 def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_path, unique_name):
-    env = dict(os.environ)
+    env = dict(os.environ, **sandbox_env(tmp_path, unique_name))
     env.update(
         {
-            "READNEXT_SPARK_METASTORE_DIR": str(tmp_path / "metastore"),
-            "READNEXT_SPARK_WAREHOUSE_DIR": str(tmp_path / "warehouse"),
-            "READNEXT_ARTIFACTS_URI": str(tmp_path / "artifacts"),
-            "READNEXT_HBASE_TABLE_PREFIX": unique_name,
-            "READNEXT_KAFKA_RATINGS_TOPIC": f"{unique_name}-ratings",
-            "READNEXT_KAFKA_DEAD_LETTER_TOPIC": f"{unique_name}-dead",
-            "READNEXT_SPEED_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
             "READNEXT_SPEED_MASTER_TRIGGER_S": "1",
             "READNEXT_SPARK_DRIVER_MEMORY": "1g",
             "READNEXT_MODEL_RANK": "8",
