@@ -11,9 +11,11 @@ start: setup
 	deploy/stack start
 
 stop:
+	deploy/speed stop
 	deploy/stack stop
 
 status:
+	-deploy/speed status
 	deploy/stack status
 
 lint: setup

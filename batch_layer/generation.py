@@ -19,10 +19,11 @@ from batch_layer.evaluate import evaluate, split_per_user
 from batch_layer.stages import stage
 from batch_layer.train import collect_factors, fit_als, latest_ratings
 from readnext import artifacts
-from readnext.clients import hbase_pool
+from readnext.clients import hbase_connection, hbase_pool
 from readnext.config import Config
 from readnext.hbase_schema import CURRENT_ROW, FAMILIES, generation_table, generations_table
 from readnext.hive import ensure_tables
+from readnext.view_reader import ViewReader
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -51,11 +52,11 @@ def _ensure_hbase_table(conn: Any, name: str, kind: str) -> None:
 
 def current_generation(config: Config) -> str | None:
     """The generation HBase says is being served."""
-    with hbase_pool(config, size=1).connection() as conn:
-        if generations_table(config).encode() not in conn.tables():
-            return None
-        value = conn.table(generations_table(config)).row(CURRENT_ROW).get(b"g:id")
-    return value.decode() if value else None
+    conn = hbase_connection(config)
+    try:
+        return ViewReader(config, conn).current_generation()
+    finally:
+        conn.close()
 
 
 def build_generation(spark: SparkSession, config: Config, generation: str | None = None) -> str:

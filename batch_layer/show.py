@@ -1,45 +1,40 @@
-"""Print what the current generation serves for a reader, read back from HBase (a check of the views)."""
+"""Print what the views serve for a reader, read back from HBase (a check of the batch and speed views)."""
 
 from __future__ import annotations
 
-import json
-
 from readnext.clients import hbase_connection
 from readnext.config import Config
-from readnext.hbase_schema import CURRENT_ROW, generation_table, generations_table, row_key, unpack_floats, unpack_ids
+from readnext.view_reader import ReaderView, ViewReader
+
+
+def _listing(reader: ViewReader, view: ReaderView, user: int, n: int) -> list[str]:
+    ids = [int(b) for b in view.books[:n]]
+    titles = reader.titles(view.generation, ids)
+    what = "books rated" if view.source == "batch" else "stream ratings since the generation"
+    lines = [f"{view.source} view: top {len(ids)} for reader {user} ({view.rated} {what}):"]
+    for rank, (book, score) in enumerate(zip(ids, view.scores[:n], strict=True), start=1):
+        title, authors = titles.get(book, ("?", "?"))
+        lines.append(f"  {rank:2d}. {title} by {authors} (book {book}, score {score:.3f})")
+    return lines
 
 
 def show(config: Config, user_id: int | None, n: int) -> str:
     """The current generation's metrics and a reader's top `n` with titles (the first reader if none given)."""
     conn = hbase_connection(config)
     try:
-        meta = conn.table(generations_table(config))
-        current = meta.row(CURRENT_ROW).get(b"g:id")
-        if not current:
+        reader = ViewReader(config, conn)
+        generation = reader.current_generation()
+        if not generation:
             return "no current generation: run 'python -m batch_layer run' first"
-        generation = current.decode()
-        metrics = json.loads(meta.row(current).get(b"g:metrics") or b"{}")
-        users = conn.table(generation_table(config, generation, "users"))
-        if user_id is None:
-            key, row = next(users.scan(limit=1), (None, {}))
-        else:
-            key, row = row_key(user_id), users.row(row_key(user_id))
         lines = [f"generation {generation}"]
-        for name, values in metrics.items():
+        for name, values in reader.generation_metrics(generation).items():
             lines.append(f"  held-out {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "users"))
-        if not row:
-            lines.append(f"reader {user_id} is not in this generation")
-            return "\n".join(lines)
-        books = conn.table(generation_table(config, generation, "books"))
-        ids = unpack_ids(row[b"r:books"])[:n]
-        scores = unpack_floats(row[b"r:scores"])[:n]
-        lines.append(f"top {len(ids)} for reader {key.decode()} ({len(unpack_ids(row[b'h:books']))} books rated):")
-        titles = books.rows([row_key(b) for b in ids], columns=[b"m:title", b"m:authors"])
-        meta_of = {int(k): v for k, v in titles}
-        for rank, (book, score) in enumerate(zip(ids, scores, strict=True), start=1):
-            m = meta_of.get(int(book), {})
-            title, authors = m.get(b"m:title", b"?").decode(), m.get(b"m:authors", b"?").decode()
-            lines.append(f"  {rank:2d}. {title} by {authors} (book {book}, score {score:.3f})")
+        user = user_id if user_id is not None else reader.first_reader(generation)
+        views = [v for v in (reader.speed_reader(user), reader.batch_reader(generation, user)) if v is not None]
+        if not views:
+            lines.append(f"reader {user} is in neither the batch nor the speed view")
+        for view in views:
+            lines.extend(_listing(reader, view, user, n))
         return "\n".join(lines)
     finally:
         conn.close()
