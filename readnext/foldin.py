@@ -64,6 +64,17 @@ def fold_in(
     no positive preference), as Spark does.
     """
     items = np.asarray(items, dtype=np.int64)
+    a, weights, n = _normal_equations(item_factors, items, ratings, params, yty)
+    if n == 0:
+        return np.zeros(item_factors.shape[1], dtype=np.float64)
+    y = np.asarray(item_factors[items], dtype=np.float64)
+    return _solve_spd(a, y.T @ weights)
+
+
+def _normal_equations(
+    item_factors: np.ndarray, items: np.ndarray, ratings: np.ndarray, params: FoldInParams, yty: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(A + λnI, the weight of each rated item in b = Σ w·y, n) of one reader's least-squares step."""
     r = params.values(ratings)
     rank = item_factors.shape[1]
     y = np.asarray(item_factors[items], dtype=np.float64)
@@ -71,15 +82,33 @@ def fold_in(
         c1 = params.alpha * np.abs(r)
         n = int(np.count_nonzero(r > 0))
         a = (yty if yty is not None else gramian(item_factors)) + (y.T * c1) @ y
-        b = y.T @ np.where(r > 0, 1.0 + c1, 0.0)
+        weights = np.where(r > 0, 1.0 + c1, 0.0)
     else:
         n = len(items)
         a = y.T @ y
-        b = y.T @ r
+        weights = r
+    return a + params.reg * n * np.eye(rank), weights, n
+
+
+def explain(
+    item_factors: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    params: FoldInParams,
+    target: int,
+    yty: np.ndarray | None = None,
+) -> np.ndarray:
+    """How much each rated item contributes to the reader's predicted preference for row `target`.
+
+    x = A⁻¹ Σ_j w_j y_j, so y_tᵀx = Σ_j (y_tᵀ A⁻¹ y_j) w_j exactly (Hu, Koren and Volinsky, §5):
+    the contributions sum to the score.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    a, weights, n = _normal_equations(item_factors, items, ratings, params, yty)
     if n == 0:
-        return np.zeros(rank, dtype=np.float64)
-    a = a + params.reg * n * np.eye(rank)
-    return _solve_spd(a, b)
+        return np.zeros(len(items))
+    y = np.asarray(item_factors[items], dtype=np.float64)
+    return (y @ _solve_spd(a, np.asarray(item_factors[target], dtype=np.float64))) * weights
 
 
 def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:

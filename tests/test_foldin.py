@@ -103,3 +103,20 @@ def test_fold_in_reproduces_spark_user_factors(spark, implicit, offset):
     )
     print(f"largest relative error against Spark's user factors: {worst:.2e}")
     assert worst <= 1e-4, f"largest relative error {worst:.2e}"
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_explanations_sum_to_the_score(implicit):
+    from readnext.foldin import explain
+
+    rng = np.random.default_rng(9)
+    y = rng.normal(size=(25, 5))
+    items, stars = np.array([2, 4, 11, 19]), np.array([5.0, 2.0, 4.0, 1.0])
+    params = FoldInParams(reg=0.2, implicit=implicit, alpha=1.5, rating_offset=3.0 if implicit else 0.0)
+    x = fold_in(y, items, stars, params)
+    for target in (0, 7, 24):
+        parts = explain(y, items, stars, params, target)
+        assert parts.shape == (4,)
+        assert np.isclose(parts.sum(), y[target] @ x)
+    if implicit:
+        assert np.all(explain(y, items, stars, params, 7)[stars <= 3] == 0), "negative preferences explain nothing"
