@@ -21,7 +21,7 @@ from batch_layer.train import collect_factors, fit_als, latest_ratings
 from readnext import artifacts
 from readnext.clients import hbase_connection, hbase_pool
 from readnext.config import Config
-from readnext.hbase_schema import CURRENT_ROW, FAMILIES, generation_table, generations_table
+from readnext.hbase_schema import CURRENT_ROW, ensure_table, generation_table, generations_table
 from readnext.hive import ensure_tables
 from readnext.view_reader import ViewReader
 
@@ -43,11 +43,6 @@ def new_generation_id(now: datetime | None = None) -> str:
     """A sortable id from the UTC time, e.g. 20261122T194512123Z."""
     now = now or datetime.now(timezone.utc)
     return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
-
-
-def _ensure_hbase_table(conn: Any, name: str, kind: str) -> None:
-    if name.encode() not in conn.tables():
-        conn.create_table(name, FAMILIES[kind])
 
 
 def current_generation(config: Config) -> str | None:
@@ -139,8 +134,8 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
             users_table = generation_table(config, generation, "users")
             books_table = generation_table(config, generation, "books")
             with hbase_pool(config, size=1).connection() as conn:
-                _ensure_hbase_table(conn, users_table, "users")
-                _ensure_hbase_table(conn, books_table, "books")
+                ensure_table(conn, users_table, "users")
+                ensure_table(conn, books_table, "books")
             views.write_hbase_users(config, users_table, recs)
             all_books = (
                 meta.join(pop, "book_id", "full_outer")
@@ -190,7 +185,7 @@ def _record_generation(spark: SparkSession, config: Config, manifest: dict[str, 
     )
     row.write.insertInto("generations")
     with hbase_pool(config, size=1).connection() as conn:
-        _ensure_hbase_table(conn, generations_table(config), "generations")
+        ensure_table(conn, generations_table(config), "generations")
         table = conn.table(generations_table(config))
         table.put(
             generation.encode(),

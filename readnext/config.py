@@ -115,6 +115,16 @@ class SpeedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    refresh_s: float
+    default_n: int
+    max_n: int
+    max_body_bytes: int
+    popularity_penalty: float
+    max_per_author: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     hbase: HBaseConfig
@@ -124,6 +134,7 @@ class Config:
     model: ModelConfig
     batch: BatchConfig
     speed: SpeedConfig
+    serving: ServingConfig
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:

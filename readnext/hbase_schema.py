@@ -17,6 +17,8 @@ packed big-endian: ids as int32, scores and factors as float32, ratings as int8.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from readnext.config import Config
@@ -28,6 +30,12 @@ FAMILIES = {
     "generations": {"g": {"max_versions": 1}},
     "speed": {"v": {"max_versions": 1}},
 }
+
+
+def ensure_table(conn: Any, name: str, kind: str) -> None:
+    """Create table `name` with the column families of `kind` if it does not exist."""
+    if name.encode() not in conn.tables():
+        conn.create_table(name, FAMILIES[kind])
 
 
 def generations_table(config: Config) -> str:

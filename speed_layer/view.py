@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from readnext.config import Config
 from readnext.hbase_schema import (
-    FAMILIES,
+    ensure_table,
     generation_table,
     pack_floats,
     pack_ids,
@@ -34,6 +33,7 @@ from readnext.hbase_schema import (
     unpack_ids,
     unpack_ratings,
 )
+from readnext.merge import merged_history, pending
 from readnext.model import ServedModel
 
 
@@ -51,23 +51,7 @@ class StreamEvent:
 
 
 def ensure_speed_table(conn: Any, config: Config) -> None:
-    if speed_table(config).encode() not in conn.tables():
-        conn.create_table(speed_table(config), FAMILIES["speed"])
-
-
-def pending(events: Iterable[list[Any]], offsets: dict[str, int]) -> list[list[Any]]:
-    """Events the generation with `offsets` does not include, one per (origin, offset), in order."""
-    unique = {(e[0], int(e[1])): e for e in events}
-    kept = [e for (origin, offset), e in unique.items() if offset > offsets.get(origin, -1)]
-    return sorted(kept, key=lambda e: (e[4], e[0], e[1]))
-
-
-def merged_history(batch_books: np.ndarray, batch_ratings: np.ndarray, events: list[list[Any]]) -> dict[int, float]:
-    """The reader's ratings: the generation's history, then stream events in time order (a re-rating wins)."""
-    history = {int(b): float(r) for b, r in zip(batch_books, batch_ratings, strict=True)}
-    for event in events:
-        history[int(event[2])] = float(event[3])
-    return history
+    ensure_table(conn, speed_table(config), "speed")
 
 
 def update_readers(conn: Any, config: Config, model: ServedModel, new: dict[int, list[StreamEvent]], n: int) -> int:

@@ -1,0 +1,68 @@
+"""Flask app factory: the JSON API blueprint, health probes, JSON errors and security headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from readnext.clients import kafka_admin
+from readnext.config import Config, load_config
+from serving_layer.api import api
+from serving_layer.state import ServingState
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or load_config()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.serving.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["readnext"] = ServingState(config)
+    app.register_blueprint(api)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"status": "alive"})
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        state: ServingState = app.extensions["readnext"]
+        problems = []
+        try:
+            if state.snapshot() is None:
+                problems.append("no model generation is published yet")
+        except Exception as e:  # noqa: BLE001 - report, do not raise, from a probe
+            problems.append(f"model: {e}")
+        try:
+            with state.connection() as conn:
+                conn.tables()
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"HBase unreachable: {e}")
+        try:
+            admin = kafka_admin(config)
+            admin.close()
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"Kafka unreachable: {e}")
+        if problems:
+            return jsonify({"status": "unavailable", "problems": problems}), 503
+        return jsonify({"status": "ready", "generation": state.snapshot().model.generation})
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        if request.path.startswith("/api/"):
+            return jsonify({"error": error.description, "status": error.code}), error.code
+        return error
+
+    @app.after_request
+    def security_headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'",
+        )
+        return response
+
+    return app

@@ -1,0 +1,99 @@
+"""Answers for a reader: the merge of the speed and batch views, re-ranking controls and reasons."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from readnext.config import Config
+from readnext.foldin import explain
+from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
+from readnext.merge import merged_history, pending
+from serving_layer.state import Snapshot
+
+
+@dataclass
+class ReaderState:
+    """A reader as the views know them: which view answers, their vector, ratings and top-N."""
+
+    source: str
+    vector: np.ndarray | None
+    history: dict[int, float]
+    ranked: list[tuple[int, float]]
+
+
+def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int) -> ReaderState:
+    """Merge rule: the speed view when it holds events the generation lacks, else the batch view."""
+    model = snap.model
+    key = row_key(user_id)
+    batch = conn.table(generation_table(config, model.generation, "users")).row(key)
+    books, stars = unpack_ids(batch.get(b"h:books")), unpack_ratings(batch.get(b"h:ratings"))
+    speed = conn.table(speed_table(config)).row(key)
+    events = pending(json.loads(speed.get(b"v:events", b"[]")), model.stream_offsets)
+    if events:
+        history = merged_history(books, stars, events)
+        fresh = speed.get(b"v:generation", b"").decode() == model.generation
+        stored = unpack_ids(speed.get(b"v:books"))
+        if fresh and len(stored) >= depth:
+            ranked = list(zip(stored.tolist(), unpack_floats(speed.get(b"v:scores")).tolist(), strict=True))
+            return ReaderState("speed", unpack_floats(speed[b"v:vector"]), history, ranked)
+        vector = model.fold_in(history)
+        return ReaderState("speed", vector, history, model.recommend(vector, depth, history))
+    if batch:
+        history = dict(zip(books.tolist(), stars.tolist(), strict=True))
+        vector = unpack_floats(batch[b"f:v"])
+        stored = unpack_ids(batch.get(b"r:books"))
+        if len(stored) >= depth:
+            ranked = list(zip(stored.tolist(), unpack_floats(batch.get(b"r:scores")).tolist(), strict=True))
+        else:
+            ranked = model.recommend(vector, depth, history)
+        return ReaderState("batch", vector, history, ranked)
+    return ReaderState("popular", None, {}, [(b, 0.0) for b in snap.catalog.popular[:depth]])
+
+
+def rerank(
+    snap: Snapshot, ranked: list[tuple[int, float]], penalty: float, max_per_author: int
+) -> list[tuple[int, float]]:
+    """Popularity penalty on the scores, then at most `max_per_author` books of one author."""
+    if penalty > 0 and ranked:
+        ids = np.array([b for b, _ in ranked])
+        scores = np.array([s for _, s in ranked]) - penalty * snap.catalog.popularity(ids)
+        order = np.argsort(-scores, kind="stable")
+        ranked = [(int(ids[i]), float(scores[i])) for i in order]
+    if max_per_author > 0:
+        seen: dict[str, int] = {}
+        kept = []
+        for book, score in ranked:
+            author = snap.catalog.books[book].authors.split(",")[0].strip() if book in snap.catalog.books else ""
+            if seen.get(author, 0) < max_per_author:
+                seen[author] = seen.get(author, 0) + 1
+                kept.append((book, score))
+        ranked = kept
+    return ranked
+
+
+def contributions(snap: Snapshot, history: dict[int, float], book_id: int) -> list[tuple[int, float]]:
+    """Each rated book's exact share of the predicted preference for `book_id`, largest first."""
+    model = snap.model
+    if book_id not in model.row_of:
+        return []
+    known = [(b, r) for b, r in history.items() if b in model.row_of]
+    if not known:
+        return []
+    rows = np.array([model.row_of[b] for b, _ in known])
+    parts = explain(
+        model.factors, rows, np.array([r for _, r in known]), model.params, model.row_of[book_id], model.yty
+    )
+    return sorted(((b, float(p)) for (b, _), p in zip(known, parts, strict=True)), key=lambda x: -x[1])
+
+
+def reason(snap: Snapshot, history: dict[int, float], book_id: int) -> str | None:
+    """'because you rated X', X the rated book that adds most to this recommendation."""
+    parts = contributions(snap, history, book_id)
+    if not parts or parts[0][1] <= 0:
+        return None
+    top = snap.catalog.books.get(parts[0][0])
+    return f"because you rated {top.title}" if top else None

@@ -1,0 +1,138 @@
+"""What the serving process holds: the current model and catalog in memory, HBase and Kafka clients.
+
+The model and the catalog are swapped together when the artifact store's CURRENT pointer moves
+(checked at most every `[serving] refresh_s`), so a request sees one generation throughout and
+no request fails during a reload.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from readnext import artifacts
+from readnext.clients import hbase_pool
+from readnext.config import Config
+from readnext.events import RatingProducer
+from readnext.hbase_schema import ensure_table, generation_table, speed_table, unpack_floats, unpack_ids
+from readnext.model import ModelHolder, ServedModel
+
+
+@dataclass(frozen=True)
+class Book:
+    book_id: int
+    title: str
+    authors: str
+    year: int | None
+    average_rating: float | None
+    image_url: str
+    ratings_count: int
+    bayes_rating: float | None
+    similar: tuple[tuple[int, float], ...] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "book_id": self.book_id,
+            "title": self.title,
+            "authors": self.authors,
+            "year": self.year,
+            "average_rating": self.average_rating,
+            "cover_url": self.image_url or None,
+            "ratings_count": self.ratings_count,
+        }
+
+
+def _num(value: bytes | None, kind: type) -> Any:
+    try:
+        return kind(float(value)) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    generation: str
+    books: dict[int, Book]
+    popular: tuple[int, ...]
+    max_count: int
+
+    @classmethod
+    def load(cls, conn: Any, config: Config, generation: str) -> Catalog:
+        books = {}
+        for key, row in conn.table(generation_table(config, generation, "books")).scan(batch_size=2000):
+            similar = tuple(
+                zip(unpack_ids(row.get(b"s:books")).tolist(), unpack_floats(row.get(b"s:scores")).tolist(), strict=True)
+            )
+            books[int(key)] = Book(
+                book_id=int(key),
+                title=row.get(b"m:title", b"").decode(),
+                authors=row.get(b"m:authors", b"").decode(),
+                year=_num(row.get(b"m:year"), int),
+                average_rating=_num(row.get(b"m:average_rating"), float),
+                image_url=row.get(b"m:image_url", b"").decode(),
+                ratings_count=_num(row.get(b"p:count"), int) or 0,
+                bayes_rating=_num(row.get(b"p:bayes"), float),
+                similar=similar,
+            )
+        rated = [b for b in books.values() if b.bayes_rating is not None]
+        popular = tuple(b.book_id for b in sorted(rated, key=lambda b: (-b.bayes_rating, -b.ratings_count, b.book_id)))
+        return cls(generation, books, popular, max((b.ratings_count for b in books.values()), default=0))
+
+    def popularity(self, book_ids: np.ndarray) -> np.ndarray:
+        """log(1 + ratings count), scaled to 0..1 over the catalog."""
+        counts = np.array([self.books[b].ratings_count if b in self.books else 0 for b in book_ids], dtype=float)
+        return np.log1p(counts) / np.log1p(max(self.max_count, 1))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One generation's model and catalog, used together by a request."""
+
+    model: ServedModel
+    catalog: Catalog
+
+
+class ServingState:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.pool = hbase_pool(config, size=8)
+        self.holder = ModelHolder(artifacts.open_store(config))
+        self._snapshot: Snapshot | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        self._producer: RatingProducer | None = None
+        with self.connection() as conn:
+            ensure_table(conn, speed_table(config), "speed")
+
+    def snapshot(self) -> Snapshot | None:
+        """The current generation, reloaded when its pointer moved (checked every refresh_s)."""
+        now = time.monotonic()
+        if self._snapshot is None or now - self._checked >= self.config.serving.refresh_s:
+            with self._lock:
+                if self._snapshot is None or now - self._checked >= self.config.serving.refresh_s:
+                    self._checked = now
+                    self._reload()
+        return self._snapshot
+
+    def _reload(self) -> None:
+        self.holder.refresh()
+        model = self.holder.model
+        if model is None or (self._snapshot is not None and self._snapshot.model.generation == model.generation):
+            return
+        with self.connection() as conn:
+            catalog = Catalog.load(conn, self.config, model.generation)
+        self._snapshot = Snapshot(model, catalog)
+
+    def connection(self) -> Any:
+        """A pooled HBase connection (context manager); a dropped connection is replaced by the pool."""
+        return self.pool.connection()
+
+    def producer(self) -> RatingProducer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = RatingProducer(self.config)
+            return self._producer
