@@ -1,0 +1,208 @@
+"""The JSON API against the real stack: merge rule, anonymous fold-in, books, explanations, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import happybase
+import pytest
+
+from batch_layer.generation import build_generation
+from batch_layer.ingest import DataFiles, ingest
+from readnext.clients import hbase_connection, kafka_admin, kafka_consumer
+from serving_layer.app import create_app
+from speed_layer.view import StreamEvent, update_readers
+from tests.data import taste_ratings, write_books, write_ratings
+
+
+@pytest.fixture(scope="module")
+def served(stack, spark, tmp_path_factory):
+    """A generation on small data and an app serving it, with topics and tables of the module's own."""
+    from readnext.config import load_config
+
+    folder = tmp_path_factory.mktemp("api")
+    name = f"api_{folder.name[-6:]}".replace("-", "_")
+    base = load_config()
+    config = dataclasses.replace(
+        base,
+        kafka=dataclasses.replace(base.kafka, ratings_topic=f"{name}-ratings", dead_letter_topic=f"{name}-dead"),
+        hbase=dataclasses.replace(base.hbase, table_prefix=name),
+        artifacts=dataclasses.replace(base.artifacts, uri=str(folder / "artifacts")),
+        model=dataclasses.replace(base.model, rank=8, iterations=6),
+        batch=dataclasses.replace(base.batch, evaluate=False, top_n=20, similar_k=5),
+    )
+    spark.sql(f"CREATE DATABASE {name}")
+    spark.sql(f"USE {name}")
+    rows = taste_ratings(seed=31, users=80, books=90, per_user=15)
+    ingest(spark, DataFiles(write_ratings(folder / "r.csv", rows), write_books(folder / "b.csv", books=95)))
+    build_generation(spark, config)
+    spark.sql("USE default")
+    app = create_app(config)
+    yield config, rows, app.test_client(), app
+    conn = hbase_connection(config)
+    for table in conn.tables():
+        if table.decode().startswith(name + "_"):
+            conn.delete_table(table, disable=True)
+    conn.close()
+    admin = kafka_admin(config)
+    existing = set(admin.list_topics())
+    admin.delete_topics([t for t in (config.kafka.ratings_topic,) if t in existing])
+    admin.close()
+
+
+def _known(rows, user):
+    return {b: r for u, b, r in rows if u == user}
+
+
+def test_known_reader_gets_the_batch_view_with_metadata_and_reasons(served):
+    config, rows, client, _ = served
+    answer = client.get("/api/v1/users/4/recommendations?n=5").get_json()
+    assert answer["source"] == "batch" and len(answer["items"]) == 5
+    ids = [i["book_id"] for i in answer["items"]]
+    assert not set(ids) & set(_known(rows, 4))
+    first = answer["items"][0]
+    assert first["title"].startswith(f"Book {first['book_id']},") and first["cover_url"].endswith(".jpg")
+    assert first["reason"].startswith("because you rated Book ")
+    scores = [i["score"] for i in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    page2 = client.get("/api/v1/users/4/recommendations?n=5&offset=5").get_json()
+    assert not set(ids) & {i["book_id"] for i in page2["items"]}
+    with_known = client.get("/api/v1/users/4/recommendations?n=20&exclude_known=false").get_json()
+    assert set(_known(rows, 4)) & {i["book_id"] for i in with_known["items"]}
+
+
+def test_speed_view_newer_than_the_batch_wins(served):
+    config, rows, client, app = served
+    snap = app.extensions["readnext"].snapshot()
+    unseen = next(b for b in range(1, 91) if b not in _known(rows, 6))
+    conn = hbase_connection(config)
+    update_readers(conn, config, snap.model, {6: [StreamEvent("x-0", 1, 6, unseen, 5, 1000)]}, n=20)
+    conn.close()
+    answer = client.get("/api/v1/users/6/recommendations?n=10").get_json()
+    assert answer["source"] == "speed"
+    assert unseen not in {i["book_id"] for i in answer["items"]}
+    ratings = client.get("/api/v1/users/6/ratings").get_json()
+    assert ratings["source"] == "speed" and {i["book_id"]: i["rating"] for i in ratings["items"]}[unseen] == 5
+
+
+def test_unknown_reader_gets_popular_books(served):
+    _, _, client, app = served
+    answer = client.get("/api/v1/users/777777/recommendations?n=3").get_json()
+    assert answer["source"] == "popular"
+    popular = app.extensions["readnext"].snapshot().catalog.popular[:3]
+    assert [i["book_id"] for i in answer["items"]] == list(popular)
+    assert client.get("/api/v1/users/777777/ratings").status_code == 404
+
+
+def test_anonymous_reader_is_folded_in_exactly(served):
+    _, _, client, app = served
+    snap = app.extensions["readnext"].snapshot()
+    body = {"ratings": [{"book_id": 5, "rating": 5}, {"book_id": 10, "rating": 4}, {"book_id": 3, "rating": 1}], "n": 5}
+    answer = client.post("/api/v1/recommendations", json=body).get_json()
+    assert answer["source"] == "fold-in"
+    vector = snap.model.fold_in({5: 5, 10: 4, 3: 1})
+    expected = snap.model.recommend(vector, 5, {5, 10, 3})
+    assert [(i["book_id"], round(i["score"], 4)) for i in answer["items"]] == [(b, round(s, 4)) for b, s in expected]
+
+
+def test_books_similar_popular_and_search(served):
+    _, rows, client, _ = served
+    book = client.get("/api/v1/books/7").get_json()
+    assert book["title"] == 'Book 7, "genre 2"' and book["ratings_count"] == sum(1 for _, b, _ in rows if b == 7)
+    similar = client.get("/api/v1/books/7/similar?n=3").get_json()["items"]
+    assert len(similar) == 3 and 7 not in {i["book_id"] for i in similar}
+    popular = client.get("/api/v1/books/popular?n=4").get_json()["items"]
+    assert len(popular) == 4
+    found = client.get("/api/v1/books/search?q=BOOK 12").get_json()
+    assert found["items"][0]["book_id"] == 12
+    assert client.get("/api/v1/books/search?q=author 3 genre").get_json()["total"] > 0
+
+
+def test_explanations_add_up_to_the_estimate(served):
+    _, rows, client, _ = served
+    recs = client.get("/api/v1/users/9/recommendations?n=1").get_json()["items"]
+    book = recs[0]["book_id"]
+    because = client.get(f"/api/v1/users/9/because/{book}").get_json()
+    estimate = client.get(f"/api/v1/users/9/estimate?books={book},1").get_json()["items"][0]["estimate"]
+    assert abs(because["score"] - estimate) < 1e-4
+    assert because["items"][0]["book_id"] in _known(rows, 9)
+
+
+def test_posting_a_rating_puts_it_on_kafka(served):
+    config, _, client, _ = served
+    reply = client.post("/api/v1/ratings", json={"user_id": 12, "book_id": 4, "rating": 5})
+    assert reply.status_code == 202
+    event_id = reply.get_json()["event_id"]
+    consumer = kafka_consumer(
+        config, config.kafka.ratings_topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000
+    )
+    values = [json.loads(r.value) for r in consumer]
+    consumer.close()
+    assert {"user_id": 12, "book_id": 4, "rating": 5, "event_id": event_id}.items() <= values[-1].items()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("get", "/api/v1/users/4/recommendations?n=0", None, 400),
+        ("get", "/api/v1/users/4/recommendations?n=abc", None, 400),
+        ("get", "/api/v1/users/4/recommendations?exclude_known=maybe", None, 400),
+        ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 5, "rating": 9}]}, 400),
+        ("post", "/api/v1/recommendations", {"ratings": []}, 400),
+        ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 99999, "rating": 3}]}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 5}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 5, "rating": "5"}, 400),
+        ("get", "/api/v1/books/99999", None, 404),
+        ("get", "/api/v1/books/99999/similar", None, 404),
+        ("get", "/api/v1/books/search?q=", None, 400),
+        ("get", "/api/v1/users/4/estimate?books=a,b", None, 400),
+        ("get", "/api/v1/no/such/route", None, 404),
+        ("post", "/api/v1/ratings", "x" * 70_000, 413),
+    ],
+)
+def test_errors_are_json_with_the_right_status(served, method, path, body, status):
+    _, _, client, _ = served
+    if isinstance(body, str):
+        reply = client.post(path, data=body, content_type="application/json")
+    else:
+        reply = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
+    assert reply.status_code == status
+    assert reply.is_json and reply.get_json()["status"] == status and reply.get_json()["error"]
+    assert "Traceback" not in reply.get_data(as_text=True)
+
+
+def test_kafka_down_means_503_with_advice(served):
+    config, _, _, _ = served
+    down = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:1"))
+    client = create_app(down).test_client()
+    reply = client.post("/api/v1/ratings", json={"user_id": 1, "book_id": 5, "rating": 4})
+    assert reply.status_code == 503 and "retry" in reply.get_json()["error"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and any("Kafka" in p for p in ready.get_json()["problems"])
+
+
+def test_hbase_down_degrades_to_popular_with_a_notice(served):
+    config, _, _, _ = served
+    app = create_app(config)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    state = app.extensions["readnext"]
+    state.snapshot()
+    state.pool = happybase.ConnectionPool(1, host="127.0.0.1", port=1, autoconnect=False)
+    answer = client.get("/api/v1/users/4/recommendations?n=3")
+    assert answer.status_code == 200
+    assert answer.get_json()["source"] == "popular" and "unavailable" in answer.get_json()["notice"]
+    assert client.get("/readyz").status_code == 503
+
+
+def test_security_headers_and_openapi(served):
+    _, _, client, _ = served
+    reply = client.get("/api/v1/openapi.json")
+    assert (
+        reply.headers["X-Content-Type-Options"] == "nosniff"
+        and "default-src" in reply.headers["Content-Security-Policy"]
+    )
+    paths = reply.get_json()["paths"]
+    assert "/users/{user_id}/recommendations" in paths and "/ratings" in paths
+    assert client.get("/healthz").get_json() == {"status": "alive"}
