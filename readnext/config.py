@@ -122,6 +122,7 @@ class ServingConfig:
     max_body_bytes: int
     popularity_penalty: float
     max_per_author: int
+    secret_key: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -11,6 +13,18 @@ from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
 from serving_layer.api import api
 from serving_layer.state import ServingState
+from serving_layer.web import web
+
+
+def _local_secret(config: Config) -> str:
+    """A random session key kept in the state folder, shared by every worker on this machine."""
+    path = config.stack.state_dir / "serving.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -18,8 +32,11 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.serving.max_body_bytes
     app.json.sort_keys = False
+    app.secret_key = config.serving.secret_key or _local_secret(config)
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["readnext"] = ServingState(config)
     app.register_blueprint(api)
+    app.register_blueprint(web)
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -6,6 +6,7 @@ prefix and Kafka topic names, so that they never touch what `make demo` wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -22,8 +23,13 @@ for _key, _value in sandbox_env(_TEST_STATE, "readnext_test").items():
     os.environ.setdefault(_key, _value)
 os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
 
+from batch_layer.generation import build_generation  # noqa: E402
+from batch_layer.ingest import DataFiles, ingest  # noqa: E402
 from deploy.stack import Stack  # noqa: E402
+from readnext.clients import hbase_connection, kafka_admin  # noqa: E402
 from readnext.config import PROJECT_ROOT, Config, load_config  # noqa: E402
+from serving_layer.app import create_app  # noqa: E402
+from tests.data import taste_ratings, write_books, write_ratings  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,3 +90,36 @@ def hive_db(spark, unique_name) -> Iterator[str]:
     yield unique_name
     spark.sql("USE default")
     spark.sql(f"DROP DATABASE {unique_name} CASCADE")
+
+
+@pytest.fixture(scope="session")
+def served(stack, spark, tmp_path_factory):
+    """A generation on small data and an app serving it, with topics and tables of their own."""
+    folder = tmp_path_factory.mktemp("api")
+    name = f"api_{folder.name[-6:]}".replace("-", "_")
+    base = load_config()
+    config = dataclasses.replace(
+        base,
+        kafka=dataclasses.replace(base.kafka, ratings_topic=f"{name}-ratings", dead_letter_topic=f"{name}-dead"),
+        hbase=dataclasses.replace(base.hbase, table_prefix=name),
+        artifacts=dataclasses.replace(base.artifacts, uri=str(folder / "artifacts")),
+        model=dataclasses.replace(base.model, rank=8, iterations=6),
+        batch=dataclasses.replace(base.batch, evaluate=False, top_n=20, similar_k=5),
+    )
+    spark.sql(f"CREATE DATABASE {name}")
+    spark.sql(f"USE {name}")
+    rows = taste_ratings(seed=31, users=80, books=90, per_user=15)
+    ingest(spark, DataFiles(write_ratings(folder / "r.csv", rows), write_books(folder / "b.csv", books=95)))
+    build_generation(spark, config)
+    spark.sql("USE default")
+    app = create_app(config)
+    yield config, rows, app.test_client(), app
+    conn = hbase_connection(config)
+    for table in conn.tables():
+        if table.decode().startswith(name + "_"):
+            conn.delete_table(table, disable=True)
+    conn.close()
+    admin = kafka_admin(config)
+    existing = set(admin.list_topics())
+    admin.delete_topics([t for t in (config.kafka.ratings_topic,) if t in existing])
+    admin.close()

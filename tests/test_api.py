@@ -8,47 +8,9 @@ import json
 import happybase
 import pytest
 
-from batch_layer.generation import build_generation
-from batch_layer.ingest import DataFiles, ingest
-from readnext.clients import hbase_connection, kafka_admin, kafka_consumer
+from readnext.clients import hbase_connection, kafka_consumer
 from serving_layer.app import create_app
 from speed_layer.view import StreamEvent, update_readers
-from tests.data import taste_ratings, write_books, write_ratings
-
-
-@pytest.fixture(scope="module")
-def served(stack, spark, tmp_path_factory):
-    """A generation on small data and an app serving it, with topics and tables of the module's own."""
-    from readnext.config import load_config
-
-    folder = tmp_path_factory.mktemp("api")
-    name = f"api_{folder.name[-6:]}".replace("-", "_")
-    base = load_config()
-    config = dataclasses.replace(
-        base,
-        kafka=dataclasses.replace(base.kafka, ratings_topic=f"{name}-ratings", dead_letter_topic=f"{name}-dead"),
-        hbase=dataclasses.replace(base.hbase, table_prefix=name),
-        artifacts=dataclasses.replace(base.artifacts, uri=str(folder / "artifacts")),
-        model=dataclasses.replace(base.model, rank=8, iterations=6),
-        batch=dataclasses.replace(base.batch, evaluate=False, top_n=20, similar_k=5),
-    )
-    spark.sql(f"CREATE DATABASE {name}")
-    spark.sql(f"USE {name}")
-    rows = taste_ratings(seed=31, users=80, books=90, per_user=15)
-    ingest(spark, DataFiles(write_ratings(folder / "r.csv", rows), write_books(folder / "b.csv", books=95)))
-    build_generation(spark, config)
-    spark.sql("USE default")
-    app = create_app(config)
-    yield config, rows, app.test_client(), app
-    conn = hbase_connection(config)
-    for table in conn.tables():
-        if table.decode().startswith(name + "_"):
-            conn.delete_table(table, disable=True)
-    conn.close()
-    admin = kafka_admin(config)
-    existing = set(admin.list_topics())
-    admin.delete_topics([t for t in (config.kafka.ratings_topic,) if t in existing])
-    admin.close()
 
 
 def _known(rows, user):

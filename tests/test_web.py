@@ -1,0 +1,65 @@
+"""The web UI: pages render the catalog escaped, forms need the CSRF token, ratings flow as they should."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from readnext.clients import kafka_consumer
+from serving_layer.app import create_app
+
+
+@pytest.fixture
+def browser(served):
+    config, rows, _, _ = served
+    client = create_app(config).test_client()
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+    return config, rows, client, token
+
+
+def test_home_lists_popular_books_and_search_escapes_the_query(browser):
+    _, _, client, _ = browser
+    page = client.get("/").get_data(as_text=True)
+    assert page.count('class="card"') == 24 and "Popular books" in page
+    assert "Book 1, &#34;genre 1&#34;" in page or "Book 1, &quot;genre 1&quot;" in page or "genre" in page
+    found = client.get("/?q=book 12").get_data(as_text=True)
+    assert 'href="/books/12"' in found
+    evil = client.get("/?q=<script>alert(1)</script>").get_data(as_text=True)
+    assert "<script>alert(1)" not in evil and "&lt;script&gt;alert(1)" in evil
+
+
+def test_forms_without_the_csrf_token_are_refused(browser):
+    _, _, client, token = browser
+    assert client.post("/anonymous", data={}).status_code == 400
+    assert client.post("/anonymous", data={"csrf": "forged"}).status_code == 400
+    assert client.post("/anonymous", data={"csrf": token}).status_code == 302
+
+
+def test_new_reader_rates_three_books_and_gets_folded_in_recommendations(browser):
+    _, _, client, token = browser
+    client.post("/anonymous", data={"csrf": token})
+    for book, stars in ((5, 5), (10, 5), (15, 4)):
+        assert client.post("/rate", data={"csrf": token, "book_id": book, "rating": stars}).status_code == 302
+    page = client.get("/books/10").get_data(as_text=True)
+    assert page.count("star on") == 5
+    me = client.get("/me").get_data(as_text=True)
+    ratings = json.loads(re.search(r"data-ratings='([^']*)'", me).group(1))
+    assert ratings == [{"book_id": 5, "rating": 5}, {"book_id": 10, "rating": 5}, {"book_id": 15, "rating": 4}]
+    answer = client.post("/api/v1/recommendations", json={"ratings": ratings, "n": 5}).get_json()
+    assert answer["source"] == "fold-in" and not {i["book_id"] for i in answer["items"]} & {5, 10, 15}
+    assert client.post("/rate", data={"csrf": token, "book_id": 5, "rating": 9}).status_code == 400
+
+
+def test_signed_in_reader_rating_goes_to_kafka(browser):
+    config, _, client, token = browser
+    assert client.post("/signin", data={"csrf": token, "reader": "4"}).status_code == 302
+    assert 'data-reader="4"' in client.get("/me").get_data(as_text=True)
+    assert client.post("/rate", data={"csrf": token, "book_id": 33, "rating": 4}).status_code == 302
+    consumer = kafka_consumer(
+        config, config.kafka.ratings_topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000
+    )
+    values = [json.loads(r.value) for r in consumer]
+    consumer.close()
+    assert any(v["user_id"] == 4 and v["book_id"] == 33 and v["rating"] == 4 for v in values)
