@@ -34,27 +34,15 @@ def _snapshot() -> Snapshot:
     return snap
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def _number_arg(name: str, default: float, low: float, high: float, kind: type = int) -> Any:
+    """A numeric query parameter of `kind` within [low, high]; 400 otherwise."""
     raw = request.args.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name} must be between {low} and {high}")
-    return value
-
-
-def _float_arg(name: str, default: float, low: float, high: float) -> float:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be a number") from None
+        raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}") from None
     if not low <= value <= high:
         raise ApiError(400, f"{name} must be between {low} and {high}")
     return value
@@ -73,12 +61,12 @@ def _bool_arg(name: str, default: bool) -> bool:
 
 def _page() -> tuple[int, int]:
     cfg = _state().config.serving
-    return _int_arg("n", cfg.default_n, 1, cfg.max_n), _int_arg("offset", 0, 0, 1000)
+    return _number_arg("n", cfg.default_n, 1, cfg.max_n), _number_arg("offset", 0, 0, 1000)
 
 
 def _controls() -> tuple[float, int]:
     cfg = _state().config.serving
-    return _float_arg("popularity_penalty", cfg.popularity_penalty, 0.0, 10.0), _int_arg(
+    return _number_arg("popularity_penalty", cfg.popularity_penalty, 0.0, 10.0, float), _number_arg(
         "max_per_author", cfg.max_per_author, 0, 100
     )
 

@@ -114,12 +114,22 @@ def served(stack, spark, tmp_path_factory):
     spark.sql("USE default")
     app = create_app(config)
     yield config, rows, app.test_client(), app
+    drop_sandbox(config)
+
+
+def drop_sandbox(config: Config) -> None:
+    """Remove what a test wrote to the shared stack: HBase tables with its prefix, its Kafka topics."""
     conn = hbase_connection(config)
-    for table in conn.tables():
-        if table.decode().startswith(name + "_"):
-            conn.delete_table(table, disable=True)
-    conn.close()
+    try:
+        for table in conn.tables():
+            if table.decode().startswith(config.hbase.table_prefix + "_"):
+                conn.delete_table(table, disable=True)
+    finally:
+        conn.close()
     admin = kafka_admin(config)
-    existing = set(admin.list_topics())
-    admin.delete_topics([t for t in (config.kafka.ratings_topic,) if t in existing])
-    admin.close()
+    try:
+        topics = {config.kafka.ratings_topic, config.kafka.dead_letter_topic} & set(admin.list_topics())
+        if topics:
+            admin.delete_topics(sorted(topics))
+    finally:
+        admin.close()

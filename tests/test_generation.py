@@ -15,6 +15,7 @@ from batch_layer.show import show
 from readnext import artifacts
 from readnext.clients import hbase_connection
 from readnext.hbase_schema import generation_table, unpack_floats, unpack_ids, unpack_ratings
+from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
 
 
@@ -35,14 +36,6 @@ def master(spark, hive_db, tmp_path):
     rows = taste_ratings(seed=11)
     ingest(spark, DataFiles(ratings=write_ratings(tmp_path / "r.csv", rows), books=write_books(tmp_path / "b.csv")))
     return rows
-
-
-def _drop_tables(config):
-    conn = hbase_connection(config)
-    for name in conn.tables():
-        if name.decode().startswith(config.hbase.table_prefix + "_"):
-            conn.delete_table(name, disable=True)
-    conn.close()
 
 
 def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, master, small_config):
@@ -95,7 +88,7 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         assert shown.startswith(f"generation {generation}")
         assert "top 3 for reader 7 (30 books rated)" in shown and f"(book {recs[0]}," in shown
     finally:
-        _drop_tables(config)
+        drop_sandbox(config)
 
 
 def test_failed_run_leaves_previous_generation_serving_and_old_ones_are_pruned(
@@ -143,4 +136,4 @@ def test_failed_run_leaves_previous_generation_serving_and_old_ones_are_pruned(
             f"generation={third}",
         }
     finally:
-        _drop_tables(config)
+        drop_sandbox(config)

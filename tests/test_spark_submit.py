@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from readnext import artifacts
-from readnext.clients import hbase_connection
 from readnext.config import PROJECT_ROOT, load_config, sandbox_env
+from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
 
 MASTER_PORT = 17077
@@ -113,7 +113,7 @@ def test_batch_run_through_spark_submit(stack, standalone_cluster, tmp_path, uni
     try:
         _submit_and_check(env, master_url, work_dir, data)
     finally:
-        _drop_tables(load_config(env=env), unique_name)
+        drop_sandbox(load_config(env=env))
 
 
 def _submit_and_check(env: dict[str, str], master_url: str, work_dir: Path, data: Path) -> None:
@@ -134,11 +134,3 @@ def _submit_and_check(env: dict[str, str], master_url: str, work_dir: Path, data
     apps = list(work_dir.glob("app-*"))
     assert apps, "the job ran no executor on the standalone worker"
     assert any((app / "0" / "stderr").exists() for app in apps)
-
-
-def _drop_tables(config, prefix: str) -> None:
-    conn = hbase_connection(config)
-    for name in conn.tables():
-        if name.decode().startswith(prefix + "_"):
-            conn.delete_table(name, disable=True)
-    conn.close()

@@ -12,11 +12,12 @@ import pytest
 from batch_layer.generation import build_generation
 from batch_layer.ingest import DataFiles, ingest
 from readnext import artifacts
-from readnext.clients import hbase_connection, kafka_admin, kafka_consumer
+from readnext.clients import hbase_connection, kafka_consumer
 from readnext.events import RatingProducer
 from readnext.hbase_schema import row_key, speed_table, unpack_floats, unpack_ids
 from readnext.model import ModelHolder
 from speed_layer import stream
+from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
 
 
@@ -41,14 +42,7 @@ def live(stack, spark, hive_db, config, tmp_path, unique_name):
     yield config, rows
     failures = job.failures()
     job.stop()
-    conn = hbase_connection(config)
-    for name in conn.tables():
-        if name.decode().startswith(unique_name + "_"):
-            conn.delete_table(name, disable=True)
-    conn.close()
-    admin = kafka_admin(config)
-    admin.delete_topics([config.kafka.ratings_topic, config.kafka.dead_letter_topic])
-    admin.close()
+    drop_sandbox(config)
     assert not failures, failures
 
 

@@ -13,11 +13,12 @@ from collections import Counter
 import numpy as np
 
 from readnext import artifacts
-from readnext.clients import hbase_connection, kafka_admin
+from readnext.clients import hbase_connection
 from readnext.config import PROJECT_ROOT, load_config, sandbox_env
 from readnext.events import RatingProducer
 from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
 from readnext.model import ModelHolder
+from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
 
 READ_MASTER = """
@@ -137,11 +138,4 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
         log.close()
         if stream is not None and stream.poll() is None:
             _kill(stream, signal.SIGKILL)
-        conn = hbase_connection(config)
-        for name in conn.tables():
-            if name.decode().startswith(unique_name + "_"):
-                conn.delete_table(name, disable=True)
-        conn.close()
-        admin = kafka_admin(config)
-        admin.delete_topics([config.kafka.ratings_topic, config.kafka.dead_letter_topic])
-        admin.close()
+        drop_sandbox(config)
