@@ -7,6 +7,7 @@ to the dead-letter topic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -14,7 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from readnext.clients import kafka_producer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from readnext.clients import kafka_admin, kafka_producer
 from readnext.config import Config
 
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "rating_event.schema.json"
@@ -98,12 +102,30 @@ def parse_event(raw: bytes | str | dict[str, Any], known_books: set[int] | None 
     return RatingEvent(user, book, rating, ts, event_id)
 
 
+def ensure_topics(config: Config) -> None:
+    """Create the ratings and dead-letter topics if they are missing."""
+    admin = kafka_admin(config)
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(t, num_partitions=config.speed.topic_partitions, replication_factor=1)
+            for t in (config.kafka.ratings_topic, config.kafka.dead_letter_topic)
+            if t not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(wanted)
+    finally:
+        admin.close()
+
+
 class RatingProducer:
     """Posts rating events to the ratings topic, keyed by user; `send` returns once Kafka has it."""
 
     def __init__(self, config: Config) -> None:
         self.topic = config.kafka.ratings_topic
-        self.producer = kafka_producer(config)
+        # Fail fast when Kafka is away: the caller answers "retry later" instead of hanging.
+        self.producer = kafka_producer(config, max_block_ms=10_000)
 
     def send(self, user_id: int, book_id: int, rating: int, ts_ms: int | None = None, timeout_s: float = 10) -> str:
         """Validate, send and wait for the broker's acknowledgement; returns the event id."""

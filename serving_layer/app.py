@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
+from readnext.events import ensure_topics
 from serving_layer.api import api
 from serving_layer.state import ServingState
 from serving_layer.web import web
@@ -35,6 +36,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.secret_key = config.serving.secret_key or _local_secret(config)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["readnext"] = ServingState(config)
+    try:
+        ensure_topics(config)
+    except Exception as e:  # noqa: BLE001 - Kafka may come later; POST /ratings answers 503 until then
+        app.logger.warning("could not check the Kafka topics: %s", e)
     app.register_blueprint(api)
     app.register_blueprint(web)
 

@@ -14,7 +14,6 @@ events stay in Kafka and are processed on restart: nothing is skipped silently.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -23,9 +22,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from readnext import artifacts
-from readnext.clients import hbase_connection, kafka_admin, kafka_producer
+from readnext.clients import hbase_connection, kafka_producer
 from readnext.config import Config
-from readnext.events import InvalidEvent, parse_event
+from readnext.events import InvalidEvent, ensure_topics, parse_event
 from readnext.hbase_schema import generation_table
 from readnext.model import ModelHolder, ServedModel
 from speed_layer.view import StreamEvent, ensure_speed_table, rebase, update_readers
@@ -35,26 +34,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger("speed_layer")
-
-
-def ensure_topics(config: Config) -> None:
-    """Create the ratings and dead-letter topics if they are missing."""
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = kafka_admin(config)
-    try:
-        existing = set(admin.list_topics())
-        wanted = [
-            NewTopic(t, num_partitions=config.speed.topic_partitions, replication_factor=1)
-            for t in (config.kafka.ratings_topic, config.kafka.dead_letter_topic)
-            if t not in existing
-        ]
-        if wanted:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(wanted)
-    finally:
-        admin.close()
 
 
 class Catalog:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import happybase
 import pytest
 
 from readnext.clients import hbase_connection, kafka_consumer
 from serving_layer.app import create_app
 from speed_layer.view import StreamEvent, update_readers
+from tests.proxy import TcpProxy
 
 
 def _known(rows, user):
@@ -146,12 +146,12 @@ def test_kafka_down_means_503_with_advice(served):
 
 def test_hbase_down_degrades_to_popular_with_a_notice(served):
     config, _, _, _ = served
-    app = create_app(config)
+    proxy = TcpProxy(config.hbase.port, config.hbase.host)
+    app = create_app(dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port)))
     client = app.test_client()
     assert client.get("/readyz").status_code == 200
-    state = app.extensions["readnext"]
-    state.snapshot()
-    state.pool = happybase.ConnectionPool(1, host="127.0.0.1", port=1, autoconnect=False)
+    assert client.get("/api/v1/users/4/recommendations?n=3").get_json()["source"] == "batch"
+    proxy.cut()
     answer = client.get("/api/v1/users/4/recommendations?n=3")
     assert answer.status_code == 200
     assert answer.get_json()["source"] == "popular" and "unavailable" in answer.get_json()["notice"]
