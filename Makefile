@@ -11,11 +11,13 @@ start: setup
 	deploy/stack start
 
 stop:
-	deploy/speed stop
+	deploy/service web stop
+	deploy/service speed stop
 	deploy/stack stop
 
 status:
-	-deploy/speed status
+	-deploy/service speed status
+	-deploy/service web status
 	deploy/stack status
 
 lint: setup
