@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     produce_p.add_argument("--rate", type=float, help="ratings per second (default: as fast as possible)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     config = load_config()
     if args.command == "produce":
         from speed_layer.produce import produce
