@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             down = 0
             for name, pid, address in stack.status():
-                print(f"{name:7s} {'up' if pid else 'down':5s} {address:28s} pid {pid or '-'}")
+                print(f"{name:9s} {'up' if pid else 'down':5s} {address:28s} pid {pid or '-'}")
                 down += pid is None
             return 1 if down else 0
     except StackError as e:
