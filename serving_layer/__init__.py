@@ -1,4 +1,1 @@
-"""The serving layer (Flask JSON API and web UI merging the batch and speed views): see the open issue.
-
-It reads the views through `readnext.view_reader` and the current model through `readnext.model`.
-"""
+"""The serving layer: a Flask JSON API and web UI that merge the batch and speed views (see app.py)."""
