@@ -39,7 +39,7 @@ def live(stack, spark, hive_db, config, tmp_path, unique_name):
     ingest(spark, DataFiles(write_ratings(tmp_path / "r.csv", rows), write_books(tmp_path / "b.csv", books=90)))
     build_generation(spark, config)
     job = stream.StreamingJob(spark, config).start()
-    yield config, rows
+    yield config, rows, job
     failures = job.failures()
     job.stop()
     drop_sandbox(config)
@@ -56,7 +56,7 @@ def _wait(check, timeout=60):
 
 
 def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
-    config, rows = live
+    config, rows, job = live
     producer = RatingProducer(config)
     producer.send(5, 81, 5)  # book 81: in the catalog, unknown to the model (nobody rated it)
     producer.send(5, 2, 5)
@@ -87,9 +87,10 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
     conn.close()
 
     def stream_rows():
+        spark.catalog.refreshTable("ratings")  # the streaming query appended from its own session
         return spark.table("ratings").where("source = 'stream'").count() == 4
 
-    assert _wait(stream_rows)
+    assert _wait(stream_rows, timeout=120), f"master dataset not appended; query failures: {job.failures()}"
     stored = {(r.user_id, r.book_id, r.rating) for r in spark.table("ratings").where("source = 'stream'").collect()}
     assert stored == {(5, 81, 5), (5, 2, 5), (5, 2, 1), (1000, 3, 4)}
 
@@ -115,7 +116,7 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     from batch_layer.generation import current_generation
     from readnext.hbase_schema import generation_table, unpack_ratings
 
-    config, rows = live
+    config, rows, _ = live
     known5 = {b for u, b, _ in rows if u == 5}
     fresh = [b for b in range(1, 81) if b not in known5]
     producer = RatingProducer(config)
