@@ -74,8 +74,7 @@ def _controls() -> tuple[float, int]:
 def _items(snap: Snapshot, ranked: list[tuple[int, float]], history: dict[int, float]) -> list[dict[str, Any]]:
     out = []
     for book_id, score in ranked:
-        book = snap.catalog.books.get(book_id)
-        item = book.summary() if book else {"book_id": book_id}
+        item = snap.catalog.summary(book_id)
         item["score"] = round(score, 6)
         item["reason"] = reason(snap, history, book_id) if history else "popular with readers"
         out.append(item)
@@ -169,8 +168,7 @@ def similar(book_id: int) -> Any:
     n, _ = _page()
     items = []
     for other, score in found.similar[:n]:
-        summary = snap.catalog.books[other].summary() if other in snap.catalog.books else {"book_id": other}
-        items.append({**summary, "score": round(score, 6)})
+        items.append({**snap.catalog.summary(other), "score": round(score, 6)})
     return jsonify({"book_id": book_id, "generation": snap.model.generation, "items": items})
 
 
@@ -191,16 +189,8 @@ def search() -> Any:
     if len(q) > MAX_QUERY:
         raise ApiError(400, f"q is longer than {MAX_QUERY} characters")
     n, offset = _page()
-    words = q.lower().split()
-    hits = []
-    for found in snap.catalog.books.values():
-        title, authors = found.title.lower(), found.authors.lower()
-        if all(w in title or w in authors for w in words):
-            exact = title == q.lower() or title.startswith(q.lower())
-            in_title = sum(w in title for w in words)
-            hits.append(((not exact, -in_title, -found.ratings_count, found.book_id), found))
-    hits.sort(key=lambda h: h[0])
-    return jsonify({"query": q, "total": len(hits), "items": [b.summary() for _, b in hits[offset : offset + n]]})
+    hits = snap.catalog.search(q)
+    return jsonify({"query": q, "total": len(hits), "items": [b.summary() for b in hits[offset : offset + n]]})
 
 
 def _known_reader(snap: Snapshot, user_id: int):
@@ -217,8 +207,7 @@ def user_ratings(user_id: int) -> Any:
     reader = _known_reader(snap, user_id)
     items = []
     for book_id, stars in sorted(reader.history.items()):
-        summary = snap.catalog.books[book_id].summary() if book_id in snap.catalog.books else {"book_id": book_id}
-        items.append({**summary, "rating": int(stars)})
+        items.append({**snap.catalog.summary(book_id), "rating": int(stars)})
     return jsonify({"user_id": user_id, "source": reader.source, "items": items})
 
 
@@ -230,7 +219,7 @@ def because(user_id: int, book_id: int) -> Any:
     parts = contributions(snap, reader.history, book_id)
     items = [
         {
-            **(snap.catalog.books[b].summary() if b in snap.catalog.books else {"book_id": b}),
+            **snap.catalog.summary(b),
             "contribution": round(c, 6),
         }
         for b, c in parts[:20]

@@ -82,6 +82,23 @@ class Catalog:
         popular = tuple(b.book_id for b in sorted(rated, key=lambda b: (-b.bayes_rating, -b.ratings_count, b.book_id)))
         return cls(generation, books, popular, max((b.ratings_count for b in books.values()), default=0))
 
+    def summary(self, book_id: int) -> dict[str, Any]:
+        """The book's public fields, or just its id for a book the catalog does not hold."""
+        book = self.books.get(book_id)
+        return book.summary() if book else {"book_id": book_id}
+
+    def search(self, query: str) -> list[Book]:
+        """Books whose title or authors hold every word: title prefix first, then words in the title, then popular."""
+        q = query.lower()
+        words = q.split()
+        hits = []
+        for book in self.books.values():
+            title, authors = book.title.lower(), book.authors.lower()
+            if all(w in title or w in authors for w in words):
+                in_title = sum(w in title for w in words)
+                hits.append(((not title.startswith(q), -in_title, -book.ratings_count, book.book_id), book))
+        return [book for _, book in sorted(hits, key=lambda h: h[0])]
+
     def popularity(self, book_ids: np.ndarray) -> np.ndarray:
         """log(1 + ratings count), scaled to 0..1 over the catalog."""
         counts = np.array([self.books[b].ratings_count if b in self.books else 0 for b in book_ids], dtype=float)

@@ -58,15 +58,8 @@ def _books(snap: Snapshot, ids: list[int]) -> list[dict[str, Any]]:
 def home() -> str:
     snap = _snapshot()
     q = request.args.get("q", "").strip()[:200]
-    if q:
-        words = q.lower().split()
-        hits = [
-            b for b in snap.catalog.books.values() if all(w in b.title.lower() or w in b.authors.lower() for w in words)
-        ]
-        hits.sort(key=lambda b: (not b.title.lower().startswith(q.lower()), -b.ratings_count))
-        books = [b.summary() for b in hits[:24]]
-    else:
-        books = _books(snap, list(snap.catalog.popular[:24]))
+    found = snap.catalog.search(q) if q else [snap.catalog.books[b] for b in snap.catalog.popular]
+    books = [b.summary() for b in found[:24]]
     return render_template("home.html", books=books, q=q)
 
 
