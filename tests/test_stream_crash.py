@@ -15,7 +15,7 @@ import numpy as np
 from readnext import artifacts
 from readnext.clients import hbase_connection
 from readnext.config import PROJECT_ROOT, load_config, sandbox_env
-from readnext.events import RatingProducer
+from readnext.events import RatingProducer, ensure_topics
 from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
 from readnext.model import ModelHolder
 from tests.conftest import drop_sandbox
@@ -49,6 +49,15 @@ def _kill(proc, sig):
     proc.wait(timeout=60)
 
 
+def _committed(checkpoint):
+    """Kafka events the query has committed, from its checkpoint: the offsets of its last committed batch."""
+    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")]
+    if not commits:
+        return 0
+    offsets = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()[-1]
+    return sum(sum(partitions.values()) for partitions in json.loads(offsets).values())
+
+
 def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_path, unique_name):
     env = dict(os.environ, **sandbox_env(tmp_path, unique_name))
     env.update(
@@ -77,6 +86,7 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
     log = (tmp_path / "stream.log").open("ab")
     rng = np.random.default_rng(2)
     sent = [(int(rng.integers(1, 60)), int(rng.integers(1, 61)), int(rng.integers(1, 6))) for _ in range(240)]
+    ensure_topics(config)
     producer = RatingProducer(config)
     stream = None
     try:
@@ -104,7 +114,10 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
             assert stream.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the restarted job did not catch up"
             time.sleep(1)
-        time.sleep(4)  # a few master-dataset micro-batches
+        while _committed(config.speed.checkpoint_dir / "master") < len(sent):
+            assert stream.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the master-dataset query did not catch up"
+            time.sleep(1)
         _kill(stream, signal.SIGTERM)
 
         holder = ModelHolder(artifacts.open_store(config))
