@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from readnext.events import InvalidEvent, parse_event
 from serving_layer.openapi import OPENAPI
 from serving_layer.recommend import contributions, reader_state, reason, rerank
-from serving_layer.state import ServingState, Snapshot
+from serving_layer.state import ServingState, Snapshot, is_unavailable
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_QUERY = 200
@@ -84,6 +84,8 @@ def _items(snap: Snapshot, ranked: list[tuple[int, float]], history: dict[int, f
 def _recommend(snap: Snapshot, source: str, ranked: list[tuple[int, float]], history: dict[int, float]) -> Any:
     n, offset = _page()
     penalty, per_author = _controls()
+    if source == "popular":  # already ordered by popularity: a penalty would turn it upside down
+        penalty = 0.0
     page = rerank(snap, ranked, penalty, per_author)[offset : offset + n]
     return jsonify({"source": source, "generation": snap.model.generation, "items": _items(snap, page, history)})
 
@@ -99,10 +101,9 @@ def user_recommendations(user_id: int) -> Any:
     n, offset = _page()
     exclude_known = _bool_arg("exclude_known", True)
     try:
-        with _state().connection() as conn:
-            reader = reader_state(conn, _state().config, snap, user_id, _depth(n, offset))
+        reader = _state().hbase(lambda conn: reader_state(conn, _state().config, snap, user_id, _depth(n, offset)))
     except Exception as e:  # noqa: BLE001 - degrade, do not fail: HBase holds the readers' views
-        if not _is_unavailable(e):
+        if not is_unavailable(e):
             raise
         current_app.logger.warning("HBase unavailable, answering with popular books: %s", e)
         ranked = [(b, 0.0) for b in snap.catalog.popular[: _depth(n, offset)]]
@@ -194,8 +195,7 @@ def search() -> Any:
 
 
 def _known_reader(snap: Snapshot, user_id: int):
-    with _state().connection() as conn:
-        reader = reader_state(conn, _state().config, snap, user_id, 1)
+    reader = _state().hbase(lambda conn: reader_state(conn, _state().config, snap, user_id, 1))
     if reader.source == "popular":
         raise ApiError(404, f"no reader {user_id} in the batch or speed views")
     return reader
@@ -288,12 +288,6 @@ def http_error(error: HTTPException) -> Any:
 @api.errorhandler(Exception)
 def unexpected(error: Exception) -> Any:
     current_app.logger.exception("unexpected error")
-    if _is_unavailable(error):
+    if is_unavailable(error):
         return jsonify({"error": "a data store is unavailable; please retry", "status": 503}), 503
     return jsonify({"error": "internal error", "status": 500}), 500
-
-
-def _is_unavailable(error: Exception) -> bool:
-    from thriftpy2.transport import TTransportException
-
-    return isinstance(error, TTransportException | ConnectionError | OSError)

@@ -57,8 +57,7 @@ def create_app(config: Config | None = None) -> Flask:
         except Exception as e:  # noqa: BLE001 - report, do not raise, from a probe
             problems.append(f"model: {e}")
         try:
-            with state.connection() as conn:
-                conn.tables()
+            state.hbase(lambda conn: conn.tables())
         except Exception as e:  # noqa: BLE001
             problems.append(f"HBase unreachable: {e}")
         try:

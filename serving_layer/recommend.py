@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from readnext import rerank as controls
 from readnext.config import Config
 from readnext.foldin import explain
 from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
@@ -58,21 +59,18 @@ def rerank(
     snap: Snapshot, ranked: list[tuple[int, float]], penalty: float, max_per_author: int
 ) -> list[tuple[int, float]]:
     """Popularity penalty on the scores, then at most `max_per_author` books of one author."""
-    if penalty > 0 and ranked:
-        ids = np.array([b for b, _ in ranked])
-        scores = np.array([s for _, s in ranked]) - penalty * snap.catalog.popularity(ids)
-        order = np.argsort(-scores, kind="stable")
-        ranked = [(int(ids[i]), float(scores[i])) for i in order]
-    if max_per_author > 0:
-        seen: dict[str, int] = {}
-        kept = []
-        for book, score in ranked:
-            author = snap.catalog.books[book].authors.split(",")[0].strip() if book in snap.catalog.books else ""
-            if seen.get(author, 0) < max_per_author:
-                seen[author] = seen.get(author, 0) + 1
-                kept.append((book, score))
-        ranked = kept
-    return ranked
+    if not ranked or (penalty <= 0 and max_per_author <= 0):
+        return ranked
+    ids = np.array([b for b, _ in ranked])
+    ids, scores = controls.rerank(
+        ids,
+        np.array([s for _, s in ranked]),
+        snap.catalog.popularity(ids),
+        [snap.catalog.author(int(b)) for b in ids],
+        penalty,
+        max_per_author,
+    )
+    return list(zip(ids.tolist(), scores.tolist(), strict=True))
 
 
 def contributions(snap: Snapshot, history: dict[int, float], book_id: int) -> list[tuple[int, float]]:

@@ -7,10 +7,12 @@ no request fails during a reload.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +22,17 @@ from readnext.config import Config
 from readnext.events import RatingProducer
 from readnext.hbase_schema import ensure_table, generation_table, speed_table, unpack_floats, unpack_ids
 from readnext.model import ModelHolder, ServedModel
+from readnext.rerank import scaled_popularity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_unavailable(error: Exception) -> bool:
+    """Whether an error means a data store could not be reached (as opposed to a bug)."""
+    from thriftpy2.transport import TTransportException
+
+    return isinstance(error, TTransportException | ConnectionError | OSError)
 
 
 @dataclass(frozen=True)
@@ -102,7 +115,12 @@ class Catalog:
     def popularity(self, book_ids: np.ndarray) -> np.ndarray:
         """log(1 + ratings count), scaled to 0..1 over the catalog."""
         counts = np.array([self.books[b].ratings_count if b in self.books else 0 for b in book_ids], dtype=float)
-        return np.log1p(counts) / np.log1p(max(self.max_count, 1))
+        return scaled_popularity(counts, self.max_count)
+
+    def author(self, book_id: int) -> str:
+        """The book's first author: the unit of the diversity control."""
+        book = self.books.get(book_id)
+        return book.authors.split(",")[0].strip() if book else ""
 
 
 @dataclass(frozen=True)
@@ -122,8 +140,7 @@ class ServingState:
         self._checked = 0.0
         self._lock = threading.Lock()
         self._producer: RatingProducer | None = None
-        with self.connection() as conn:
-            ensure_table(conn, speed_table(config), "speed")
+        self.hbase(lambda conn: ensure_table(conn, speed_table(config), "speed"))
 
     def snapshot(self) -> Snapshot | None:
         """The current generation, reloaded when its pointer moved (checked every refresh_s)."""
@@ -140,13 +157,24 @@ class ServingState:
         model = self.holder.model
         if model is None or (self._snapshot is not None and self._snapshot.model.generation == model.generation):
             return
-        with self.connection() as conn:
-            catalog = Catalog.load(conn, self.config, model.generation)
+        catalog = self.hbase(lambda conn: Catalog.load(conn, self.config, model.generation))
         self._snapshot = Snapshot(model, catalog)
 
-    def connection(self) -> Any:
-        """A pooled HBase connection (context manager); a dropped connection is replaced by the pool."""
-        return self.pool.connection()
+    def hbase(self, work: Callable[[Any], T]) -> T:
+        """`work(connection)` on this thread's pooled HBase connection, retried once if it was dropped.
+
+        A Thrift server restart leaves every pooled connection dead; happybase reopens the one
+        that failed (the inner context), and the retry runs on it (the outer context holds it).
+        """
+        with self.pool.connection() as conn:
+            try:
+                with self.pool.connection() as same:
+                    return work(same)
+            except Exception as e:  # noqa: BLE001 - only a dropped connection is retried
+                if not is_unavailable(e):
+                    raise
+                log.info("HBase connection dropped (%s); retrying once on a new one", e)
+            return work(conn)
 
     def producer(self) -> RatingProducer:
         with self._lock:

@@ -39,6 +39,14 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
+    def drop(self) -> None:
+        """Drop the open connections but keep accepting new ones, as a server that restarted."""
+        sockets, self.sockets = self.sockets, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
     def cut(self) -> None:
         """Refuse new connections and drop the open ones, as a server that went away."""
         self.open = False

@@ -158,6 +158,18 @@ def test_hbase_down_degrades_to_popular_with_a_notice(served):
     assert client.get("/readyz").status_code == 503
 
 
+def test_a_dropped_hbase_connection_is_retried_once(served):
+    config, _, _, _ = served
+    proxy = TcpProxy(config.hbase.port, config.hbase.host)
+    app = create_app(dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port)))
+    client = app.test_client()
+    assert client.get("/api/v1/users/4/recommendations?n=3").get_json()["source"] == "batch"
+    proxy.drop()  # as a Thrift server restart: the pooled connection is dead, a new one works
+    answer = client.get("/api/v1/users/4/recommendations?n=3").get_json()
+    assert answer["source"] == "batch" and "notice" not in answer
+    proxy.cut()
+
+
 def test_security_headers_and_openapi(served):
     _, _, client, _ = served
     reply = client.get("/api/v1/openapi.json")
