@@ -1,4 +1,4 @@
-"""python -m batch_layer {ingest,train,run,tune,show,download,generate}: the batch layer's command line.
+"""python -m batch_layer {ingest,train,run,tune,evaluate,show,download,generate}: the batch layer's command line.
 
 The same file is the entry point for spark-submit (see deploy/submit).
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 from readnext.config import load_config
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
+def _add_data_options(parser: argparse.ArgumentParser, files: tuple[str, ...]) -> None:
     parser.add_argument("--data", type=Path, help="folder with the goodbooks-10k files")
     parser.add_argument("--ratings", type=Path, help="ratings CSV (default: ratings.csv in --data)")
-    for name in ("books", "tags", "book-tags", "to-read"):
+    for name in files:
         parser.add_argument(f"--{name}", type=Path, help=f"{name.replace('-', '_')}.csv (default: from --data)")
     parser.add_argument("--user-col", default="user_id", help="ratings column holding the user id")
     parser.add_argument("--book-col", default="book_id", help="ratings column holding the book id")
@@ -34,11 +34,32 @@ def _files(args: argparse.Namespace):  # -> DataFiles
         raise SystemExit("error: give --data FOLDER or --ratings FILE")
     return DataFiles(
         ratings=found.ratings,
-        books=args.books or found.books,
-        tags=args.tags or found.tags,
-        book_tags=args.book_tags or found.book_tags,
-        to_read=args.to_read or found.to_read,
+        books=getattr(args, "books", None) or found.books,
+        tags=getattr(args, "tags", None) or found.tags,
+        book_tags=getattr(args, "book_tags", None) or found.book_tags,
+        to_read=getattr(args, "to_read", None) or found.to_read,
     )
+
+
+def _ratings(args: argparse.Namespace):  # -> quality.Ratings
+    from batch_layer.quality import read_ratings
+
+    path = _files(args).ratings
+    data = read_ratings(path, args.user_col, args.book_col, args.rating_col, args.time_col)
+    if not len(data.users):
+        raise SystemExit(f"error: {path} holds no usable ratings")
+    return data
+
+
+def _evaluate(spark, config, args: argparse.Namespace) -> int:
+    from batch_layer.report import build_report, read_books, write_report
+
+    files = _files(args)
+    books = read_books(files.books, args.book_col)
+    report = build_report(spark, config, _ratings(args), books, args.ranks, args.regs, str(files.ratings))
+    path = write_report(report, args.out)
+    print(f"report written to {path}")
+    return 0
 
 
 def _tune(spark, config, args: argparse.Namespace) -> int:
@@ -50,10 +71,10 @@ def _tune(spark, config, args: argparse.Namespace) -> int:
     grid = {n: getattr(args, n) for n in names if getattr(args, n)}
     if not grid:
         raise SystemExit("error: give at least one of --rank --reg --alpha --rating-offset --iterations")
-    result = grid_search(spark, config, grid)
+    result = grid_search(spark, config, _ratings(args), grid)
     for row in sorted(result["grid"], key=lambda r: -r[f"ndcg@{config.batch.eval_k}"]):
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-    print(f"best on validation: {result['best']}; on test: {json.dumps(result['test']['als'])}")
+    print(f"best on the {result['validation_readers']} validation readers: {json.dumps(result['best'])}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -63,14 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_layer", description="ReadNext batch layer")
     sub = parser.add_subparsers(dest="command", required=True)
     ingest_p = sub.add_parser("ingest", help="import goodbooks-10k files into the Hive master dataset")
-    _add_data_options(ingest_p)
+    _add_data_options(ingest_p, ("books", "tags", "book-tags", "to-read"))
     sub.add_parser("train", help="train ALS and publish a new generation of batch views")
     run_p = sub.add_parser("run", help="ingest, then train and publish (the whole batch run)")
-    _add_data_options(run_p)
+    _add_data_options(run_p, ("books", "tags", "book-tags", "to-read"))
+    evaluate_p = sub.add_parser(
+        "evaluate", help="write the quality report: baselines, protocols, plots (docs/quality.md)"
+    )
+    _add_data_options(evaluate_p, ("books",))
+    evaluate_p.add_argument("--time-col", help="ratings column holding the time (latest rating of a pair wins)")
+    evaluate_p.add_argument(
+        "--out", type=Path, default=Path("docs/quality"), help="report folder (default: %(default)s)"
+    )
+    evaluate_p.add_argument("--ranks", type=int, nargs="+", default=[32, 64, 128, 256], help="ranks to compare")
+    evaluate_p.add_argument(
+        "--regs", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0], help="regularisations to compare"
+    )
     show_p = sub.add_parser("show", help="print the current generation's metrics and a reader's top-N from HBase")
     show_p.add_argument("--user", type=int, help="reader id (default: the first one)")
     show_p.add_argument("-n", type=int, default=10)
-    tune_p = sub.add_parser("tune", help="grid search over ALS settings on a validation split")
+    tune_p = sub.add_parser("tune", help="grid search over ALS settings on the validation readers")
+    _add_data_options(tune_p, ())
+    tune_p.add_argument("--time-col", help="ratings column holding the time (latest rating of a pair wins)")
     for name, kind in (("rank", int), ("reg", float), ("alpha", float), ("rating-offset", float), ("iterations", int)):
         tune_p.add_argument(f"--{name}", type=kind, nargs="+", help=f"values of [model] {name.replace('-', '_')}")
     tune_p.add_argument("--out", type=Path, help="write the results here as JSON")
@@ -118,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             ingest(spark, _files(args), RatingColumns(args.user_col, args.book_col, args.rating_col))
         if args.command == "tune":
             return _tune(spark, config, args)
+        if args.command == "evaluate":
+            return _evaluate(spark, config, args)
         if args.command in ("train", "run"):
             generation = build_generation(spark, config)
             print(f"generation {generation} is current")

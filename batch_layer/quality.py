@@ -28,7 +28,7 @@ import numpy as np
 
 from batch_layer.evaluate import ranking_metrics
 from batch_layer.train import collect_factors, fit_als
-from readnext.config import ModelConfig
+from readnext.config import Config, ModelConfig
 from readnext.foldin import FoldInParams, fold_in, gramian, project, top_n
 
 if TYPE_CHECKING:
@@ -167,6 +167,20 @@ def split(
     if len(known) > max_known_cases:
         known = [known[i] for i in np.sort(rng.choice(len(known), max_known_cases, replace=False))]
     return Split(item_ids, train, held_out_cases(validation_readers), held_out_cases(test_readers), known)
+
+
+def split_for(data: Ratings, config: Config) -> Split:
+    """The split with the configured [quality] settings and the model's seed: report and tuning share it."""
+    q = config.quality
+    return split(
+        data,
+        config.model.seed,
+        q.holdout_readers,
+        q.fold_fraction,
+        q.min_ratings,
+        q.relevant_min_rating,
+        q.max_known_readers,
+    )
 
 
 def popularity_scorer(split_: Split) -> Scorer:

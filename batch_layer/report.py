@@ -100,11 +100,15 @@ def _controls(scorer: Scorer, split: Split, catalog: Catalog, k: int) -> list[di
     return rows
 
 
-def choose_controls(rows: list[dict[str, float]], k: int, tolerance: float = 0.02) -> dict[str, float]:
-    """The widest catalog coverage whose NDCG stays within `tolerance` (relative) of the best one."""
+def choose_controls(
+    rows: list[dict[str, float]], k: int, tolerance: float = 0.02, max_dominated: float = 0.01
+) -> dict[str, float]:
+    """The widest catalog coverage with NDCG within `tolerance` (relative) of the best, among the
+    settings whose lists are (almost) never dominated by one author or series, if any are."""
     best = max(r[f"ndcg@{k}"] for r in rows)
-    allowed = [r for r in rows if r[f"ndcg@{k}"] >= (1 - tolerance) * best]
-    return max(allowed, key=lambda r: (r["coverage"], r[f"ndcg@{k}"]))
+    close = [r for r in rows if r[f"ndcg@{k}"] >= (1 - tolerance) * best]
+    varied = [r for r in close if r["dominated_share"] <= max_dominated]
+    return max(varied or close, key=lambda r: (r["coverage"], r[f"ndcg@{k}"]))
 
 
 def build_report(
@@ -119,18 +123,7 @@ def build_report(
     """Every number of the report, as JSON-ready data."""
     qc, model, k = config.quality, config.model, config.batch.eval_k
     timer = Timer()
-    split = timer.run(
-        "split",
-        lambda: quality.split(
-            data,
-            model.seed,
-            qc.holdout_readers,
-            qc.fold_fraction,
-            qc.min_ratings,
-            qc.relevant_min_rating,
-            qc.max_known_readers,
-        ),
-    )
+    split = timer.run("split", quality.split_for, data, config)
     catalog = Catalog.build(split, books)
     results: dict[str, dict[str, dict[str, float]]] = {}
     shown: dict[str, np.ndarray] = {}
@@ -159,13 +152,13 @@ def build_report(
         score_all(f"EASE (λ = {qc.ease_lambda:g})", ease)
 
         sweep = []
-        for settings in [{"rank": r} for r in ranks] + [{"reg": g} for g in regs]:
-            trial = {**{"rank": model.rank, "reg": model.reg}, **settings}
-            if trial == {"rank": model.rank, "reg": model.reg}:
+        trials = [(r, model.reg) for r in ranks] + [(model.rank, g) for g in regs]
+        for rank, reg in dict.fromkeys(trials):
+            if (rank, reg) == (model.rank, model.reg):
                 scorer = default_scorer
             else:
-                scorer = quality.foldin_scorer(*fit(settings))
-            sweep.append({**trial, **_score(scorer, split.validation, catalog, k)[0]})
+                scorer = quality.foldin_scorer(*fit({"rank": rank, "reg": reg}))
+            sweep.append({"rank": rank, "reg": reg, **_score(scorer, split.validation, catalog, k)[0]})
         controls = timer.run("controls", _controls, default_scorer, split, catalog, k)
     chosen = choose_controls(controls, k)
     return {
@@ -197,6 +190,12 @@ def build_report(
         "popularity": _popularity_histograms(split.counts(), shown),
         "seconds": timer.steps,
     }
+
+
+def _relevance(min_rating: float) -> str:
+    if min_rating <= 1:
+        return "Every held-out book is relevant (the reader went on to rate it)."
+    return f"A held-out book is relevant when rated {min_rating:g} stars or more."
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -307,7 +306,7 @@ Numbers: [quality.json](quality.json). Protocol and definitions: [docs/quality.m
 Split: {s["holdout_readers"]:.0%} of the readers with enough ratings are test readers and as many
 validation readers, all left out of training; training holds the other readers' ratings except
 {1 - s["fold_fraction"]:.0%} of each, held out for protocol (b): {report["training_ratings"]:,} ratings,
-{report["catalog"]:,} books. A held-out book is relevant at {s["relevant_min_rating"]:g} stars or more.
+{report["catalog"]:,} books. {_relevance(s["relevant_min_rating"])}
 Readers scored: {report["readers_scored"]["test"]} (a), {report["readers_scored"]["known"]} (b),
 {report["readers_scored"]["validation"]} validation.
 
@@ -341,7 +340,8 @@ their books by one author or from one series.
 
 The serving layer subtracts `popularity_penalty` × scaled popularity from each score and keeps at
 most `max_per_author` books of one author per page. Chosen default: the widest coverage within 2%
-of the best NDCG: **popularity_penalty = {chosen["popularity_penalty"]:g}, max_per_author =
+of the best NDCG among the settings whose lists are almost never (at most 1%) dominated by one
+author or series: **popularity_penalty = {chosen["popularity_penalty"]:g}, max_per_author =
 {chosen["max_per_author"]}**.
 
 ![controls trade-off](controls.png)

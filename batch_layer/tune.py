@@ -1,8 +1,8 @@
-"""A small grid search over the ALS settings, scored on a validation split, never on the test split.
+"""A grid search over the ALS settings, scored on the validation readers, never on the test readers.
 
-The master dataset's latest ratings are split per reader into train and test (as every run's
-evaluation does), then train again into fit and validation. Each combination is fitted on
-`fit` and scored on `validation`; only the best one is then scored on `test`, once.
+It uses the quality report's split (batch_layer.quality, protocol (a)): each combination is
+fitted on the training readers and scored by folding in the validation readers. The test readers
+are left for `python -m batch_layer evaluate`, which scores the chosen defaults once.
 """
 
 from __future__ import annotations
@@ -10,46 +10,37 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batch_layer.evaluate import evaluate, split_per_user
-from batch_layer.train import collect_factors, fit_als, latest_ratings
+from batch_layer import quality
 from readnext.config import Config
+from readnext.foldin import FoldInParams
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
 
-def _score(train: DataFrame, held: DataFrame, config: Config) -> dict[str, Any]:
-    model = fit_als(train, config.model)
-    return evaluate(
-        train,
-        held,
-        model,
-        collect_factors(model.userFactors),
-        collect_factors(model.itemFactors),
-        config.batch,
-        config.model.seed,
-        config.model.implicit,
-    )
-
-
-def grid_search(spark: SparkSession, config: Config, grid: dict[str, list[Any]]) -> dict[str, Any]:
+def grid_search(
+    spark: SparkSession, config: Config, data: quality.Ratings, grid: dict[str, list[Any]]
+) -> dict[str, Any]:
     """Score every combination of `grid` (keys are [model] settings); returns all rows and the best."""
-    batch, seed = config.batch, config.model.seed
-    train, test = split_per_user(latest_ratings(spark), batch.holdout_fraction, batch.eval_min_ratings, seed)
-    fit, validation = split_per_user(train, batch.holdout_fraction, batch.eval_min_ratings, seed + 1)
-    k = batch.eval_k
+    split = quality.split_for(data, config)
+    catalog = quality.Catalog.build(split, None)
+    k = config.batch.eval_k
     rows = []
-    for values in itertools.product(*grid.values()):
-        settings = dict(zip(grid, values, strict=True))
-        trial = dataclasses.replace(config, model=dataclasses.replace(config.model, **settings))
-        als = _score(fit, validation, trial)["als"]
-        rows.append({**settings, **{m: als[m] for m in (f"ndcg@{k}", f"recall@{k}", "coverage")}})
-        log.info("grid %s: validation ndcg@%d %.4f", settings, k, als[f"ndcg@{k}"])
+    with tempfile.TemporaryDirectory(prefix="readnext-tune-") as folder:
+        for values in itertools.product(*grid.values()):
+            settings = dict(zip(grid, values, strict=True))
+            model = dataclasses.replace(config.model, **settings)
+            factors = quality.als_item_factors(spark, split, model, Path(folder))
+            scorer = quality.foldin_scorer(factors, FoldInParams.from_config(model))
+            lists = [items for items, _ in quality.recommend_lists(scorer, split.validation, k)]
+            metrics = quality.list_metrics(lists, split.validation, catalog, k)
+            rows.append({**settings, **{m: metrics[m] for m in (f"ndcg@{k}", f"recall@{k}", "coverage")}})
+            log.info("grid %s: validation ndcg@%d %.4f", settings, k, metrics[f"ndcg@{k}"])
     best = max(rows, key=lambda r: r[f"ndcg@{k}"])
-    settings = {key: best[key] for key in grid}
-    chosen = dataclasses.replace(config, model=dataclasses.replace(config.model, **settings))
-    return {"grid": rows, "best": settings, "test": _score(train, test, chosen)}
+    return {"grid": rows, "best": {key: best[key] for key in grid}, "validation_readers": len(split.validation)}

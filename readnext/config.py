@@ -106,6 +106,17 @@ class BatchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class QualityConfig:
+    holdout_readers: float
+    fold_fraction: float
+    min_ratings: int
+    relevant_min_rating: float
+    max_known_readers: int
+    explicit_reg: float
+    ease_lambda: float
+
+
+@dataclasses.dataclass(frozen=True)
 class SpeedConfig:
     trigger_ms: int
     master_trigger_s: int
@@ -134,6 +145,7 @@ class Config:
     stack: StackConfig
     model: ModelConfig
     batch: BatchConfig
+    quality: QualityConfig
     speed: SpeedConfig
     serving: ServingConfig
 

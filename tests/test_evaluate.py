@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from batch_layer import quality
 from batch_layer.evaluate import evaluate, ranking_metrics, split_per_user
-from batch_layer.ingest import DataFiles, ingest
 from batch_layer.train import collect_factors, fit_als
 from batch_layer.tune import grid_search
-from tests.data import taste_ratings, write_books, write_ratings
+from tests.data import taste_ratings, write_ratings
 
 
 def test_ranking_metrics_by_hand():
@@ -48,12 +48,14 @@ def test_explicit_model_reports_rmse(spark, config):
     assert 0 < result["als"]["users"] == result["popularity"]["users"] <= 120, "readers with a liked held-out book"
 
 
-def test_grid_search_scores_every_combination_and_reports_the_best_on_test(spark, hive_db, config, tmp_path):
-    rows = taste_ratings(seed=4, users=120, books=80, per_user=20)
-    ingest(spark, DataFiles(write_ratings(tmp_path / "r.csv", rows), write_books(tmp_path / "b.csv", books=80)))
+def test_grid_search_scores_every_combination_on_the_validation_readers(spark, config, tmp_path):
+    path = write_ratings(tmp_path / "r.csv", taste_ratings(seed=4, users=200, books=80, per_user=20))
     small = dataclasses.replace(config, model=dataclasses.replace(config.model, iterations=5))
-    result = grid_search(spark, small, {"rank": [2, 8], "reg": [0.1]})
-    assert [(r["rank"], r["reg"]) for r in result["grid"]] == [(2, 0.1), (8, 0.1)]
+    result = grid_search(spark, small, quality.read_ratings(path, "user_id", "book_id", "rating"), {"rank": [2, 8]})
+    assert [r["rank"] for r in result["grid"]] == [2, 8]
     best = max(result["grid"], key=lambda r: r["ndcg@10"])
-    assert result["best"] == {"rank": best["rank"], "reg": 0.1}
-    assert 0 < result["test"]["als"]["ndcg@10"] <= 1
+    assert result["best"] == {"rank": best["rank"]}
+    assert result["validation_readers"] == len(
+        quality.split_for(quality.read_ratings(path, "user_id", "book_id", "rating"), small).validation
+    )
+    assert 0 < best["ndcg@10"] <= 1

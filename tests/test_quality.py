@@ -79,17 +79,17 @@ def test_rerank_penalises_popularity_and_limits_authors():
         np.array([1, 2, 3]), np.array([1.0, 0.9, 0.5]), np.array([1.0, 0.0, 0.0]), ["a", "a", "a"], 0.2, 0
     )
     assert ids.tolist() == [2, 1, 3] and scores[0] == pytest.approx(0.9)
-    ids, _ = rerank(np.array([1, 2, 3]), np.array([1.0, 0.9, 0.5]), np.zeros(3), ["a", "a", "b"], 0.0, 1)
-    assert ids.tolist() == [1, 3]
+    ids, _ = rerank(np.array([1, 2, 3, 4, 5]), np.linspace(1, 0, 5), np.zeros(5), ["a", "a", "b", "", ""], 0.0, 1)
+    assert ids.tolist() == [1, 3, 4, 5]
 
 
-def test_choose_controls_takes_the_widest_coverage_close_to_the_best():
-    rows = [
-        {"ndcg@10": 0.30, "coverage": 0.1, "popularity_penalty": 0.0, "max_per_author": 0},
-        {"ndcg@10": 0.297, "coverage": 0.2, "popularity_penalty": 0.1, "max_per_author": 0},
-        {"ndcg@10": 0.25, "coverage": 0.5, "popularity_penalty": 0.5, "max_per_author": 0},
-    ]
+def test_choose_controls_takes_the_widest_coverage_close_to_the_best_without_dominated_lists():
+    def row(ndcg, coverage, dominated, penalty):
+        return {"ndcg@10": ndcg, "coverage": coverage, "dominated_share": dominated, "popularity_penalty": penalty}
+
+    rows = [row(0.30, 0.1, 0.0, 0.0), row(0.297, 0.2, 0.0, 0.1), row(0.299, 0.3, 0.2, 0.2), row(0.25, 0.5, 0.0, 0.5)]
     assert choose_controls(rows, 10)["popularity_penalty"] == 0.1
+    assert choose_controls([r for r in rows if r["dominated_share"]], 10)["popularity_penalty"] == 0.2
 
 
 def test_ease_beats_popularity_on_taste_data(taste):
@@ -108,17 +108,18 @@ def test_report_compares_every_method_and_writes_its_files(spark, config, taste,
     model = dataclasses.replace(config.model, rank=8, iterations=5)
     small = dataclasses.replace(config, model=model, quality=dataclasses.replace(config.quality, ease_lambda=10.0))
     data = quality.read_ratings(taste[0], "user_id", "book_id", "rating")
-    report = build_report(spark, small, data, read_books(taste[1], "book_id"), [4, 8], [0.3, 1.0], "taste")
+    report = build_report(spark, small, data, read_books(taste[1], "book_id"), [4, 8], [model.reg, 1.0], "taste")
     methods = report["methods"]
     assert len(methods) == 5
     ndcg = {name: m["a_new_readers"]["ndcg@10"] for name, m in methods.items()}
     default = ndcg["implicit ALS + exact fold-in (default)"]
-    assert default > ndcg["popularity"] and default > ndcg["seed: explicit ALS + projection"]
-    assert {(r["rank"], r["reg"]) for r in report["sweep"]} == {(4, 0.3), (8, 0.3), (8, 1.0)}
+    assert all(0 <= v <= 1 for v in ndcg.values()) and default > 2 * ndcg["popularity"]
+    assert {(r["rank"], r["reg"]) for r in report["sweep"]} == {(4, model.reg), (8, model.reg), (8, 1.0)}
     assert len(report["controls"]) == 24 and set(report["chosen_controls"]) == {"popularity_penalty", "max_per_author"}
     path = write_report(report, tmp_path / "report")
     text = path.read_text()
     assert "## (a) New readers" in text and "seed: explicit ALS + projection" in text
+    assert f"reaches {default / ndcg['seed: explicit ALS + projection']:,.0f}× the seed" in text
     assert json.loads((tmp_path / "report" / "quality.json").read_text())["methods"].keys() == methods.keys()
     for png in ("quality_vs_settings.png", "popularity.png", "controls.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
