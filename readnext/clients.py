@@ -10,8 +10,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from readnext.config import Config
 
 
-def kafka_admin(config: Config) -> KafkaAdminClient:
-    return KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers, client_id="readnext-admin")
+def kafka_admin(config: Config, **overrides: Any) -> KafkaAdminClient:
+    settings: dict[str, Any] = {"client_id": "readnext-admin"}
+    settings.update(overrides)
+    return KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers, **settings)
 
 
 def kafka_producer(config: Config, **overrides: Any) -> KafkaProducer:

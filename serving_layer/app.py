@@ -61,7 +61,7 @@ def create_app(config: Config | None = None) -> Flask:
         except Exception as e:  # noqa: BLE001
             problems.append(f"HBase unreachable: {e}")
         try:
-            admin = kafka_admin(config)
+            admin = kafka_admin(config, bootstrap_timeout_ms=3000, request_timeout_ms=3000)  # a probe answers fast
             admin.close()
         except Exception as e:  # noqa: BLE001
             problems.append(f"Kafka unreachable: {e}")

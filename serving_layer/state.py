@@ -174,6 +174,7 @@ class ServingState:
                 if not is_unavailable(e):
                     raise
                 log.info("HBase connection dropped (%s); retrying once on a new one", e)
+            conn.open()  # happybase reopens a refreshed connection lazily; fail here if HBase is gone
             return work(conn)
 
     def producer(self) -> RatingProducer:
