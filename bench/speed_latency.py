@@ -5,9 +5,11 @@
 
 Builds a generation from the ratings (evaluation off) in a state of its own, starts
 `python -m speed_layer stream`, then for each rate posts ratings of the dataset's readers at that
-rate and watches the speed view: an event is visible when a speed row holding it is in HBase,
-and its latency is that row's write time minus the event's send time. Results:
-bench/results/speed-latency.json. Needs the running local stack.
+rate, first for --warmup seconds unmeasured (the job's first micro-batches pay for JIT
+compilation and cold caches), then for --seconds measured, and watches the speed view: an event
+is visible when a speed row holding it is in HBase, and its latency is that row's write time
+minus the event's send time. Results: bench/results/speed-latency.json. Needs the running
+local stack.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def main() -> int:
     parser.add_argument("--books", type=Path, required=True)
     parser.add_argument("--rates", type=float, nargs="+", default=[200, 400, 800])
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--warmup", type=float, default=20, help="seconds at each rate before measuring")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="readnext-speed-bench-"))
     env = dict(os.environ, **sandbox_env(work, f"bench_speed_{int(time.time())}"))
@@ -125,8 +128,13 @@ def main() -> int:
     )
     results = []
     try:
-        time.sleep(25)  # the job's start-up, so it does not count as latency
+        deadline = time.monotonic() + 300
+        while b"readnext-speed" not in (work / "stream.log").read_bytes():  # the job's start-up
+            if stream.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the streaming job did not start; see {work / 'stream.log'}")
+            time.sleep(1)
         for i, rate in enumerate(args.rates):
+            _measure(config, users, books, rate, args.warmup, seed=100 + i)  # steady state first
             result = _measure(config, users, books, rate, args.seconds, seed=i)
             print(json.dumps(result), flush=True)
             results.append(result)

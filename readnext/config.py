@@ -120,6 +120,8 @@ class QualityConfig:
 class SpeedConfig:
     trigger_ms: int
     master_trigger_s: int
+    master_process: bool
+    master_nice: int
     checkpoint_dir: Path
     top_n: int
     topic_partitions: int

@@ -46,6 +46,9 @@ def spark_conf(config: Config) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.jars": ",".join(str(j) for j in connector_jars(config)),
         "spark.sql.session.timeZone": "UTC",
+        # Fair sharing between concurrent jobs: the speed layer's frequent small micro-batches
+        # get cores while its master-dataset query's Hive append runs (scheduler pools by query).
+        "spark.scheduler.mode": "FAIR",
         "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
     if sc.metastore_uri:

@@ -97,6 +97,7 @@ class SpeedView:
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         """foreachBatch of the speed query."""
+        frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "speed")
         rows = frame.select("value", "topic", "partition", "offset", "timestamp").collect()
         self.follow_generation()
         if not rows:
@@ -128,6 +129,7 @@ class MasterBatch:
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
+        frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "master")
         rows = frame.select("key", "value", "topic", "partition", "offset", "timestamp").collect()
         if not rows:
             return
@@ -189,8 +191,14 @@ class MasterBatch:
 class StreamingJob:
     """Both queries plus a watcher that rebases the speed view as soon as a new generation is current."""
 
-    def __init__(self, spark: SparkSession, config: Config, watch_interval_s: float = 1.0) -> None:
-        self.spark, self.config, self.watch_interval_s = spark, config, watch_interval_s
+    def __init__(
+        self,
+        spark: SparkSession,
+        config: Config,
+        watch_interval_s: float = 1.0,
+        queries: tuple[str, ...] = ("speed", "master"),
+    ) -> None:
+        self.spark, self.config, self.watch_interval_s, self.names = spark, config, watch_interval_s, queries
         self.queries: list[StreamingQuery] = []
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -201,8 +209,9 @@ class StreamingJob:
 
         spark, config = self.spark, self.config
         ensure_topics(config)
-        ensure_tables(spark, "master_dataset")
-        spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
+        if "master" in self.names:  # only the master query touches the metastore
+            ensure_tables(spark, "master_dataset")
+            spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
         conn = hbase_connection(config)
         try:
             ensure_speed_table(conn, config)
@@ -212,6 +221,8 @@ class StreamingJob:
         catalog = Catalog(config)
         self.speed_view = SpeedView(config, holder, catalog)
         self.speed_view.follow_generation()
+        if holder.model is not None:  # load the catalog now, not in the first micro-batch
+            catalog.for_model(holder.model)
         source = (
             spark.readStream.format("kafka")
             .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
@@ -224,6 +235,8 @@ class StreamingJob:
             ("speed", self.speed_view, f"{config.speed.trigger_ms} milliseconds"),
             ("master", MasterBatch(config, holder, catalog), f"{config.speed.master_trigger_s} seconds"),
         ):
+            if name not in self.names:
+                continue
             self.queries.append(
                 source.writeStream.queryName(f"readnext-{name}")
                 .foreachBatch(handler)
@@ -254,9 +267,14 @@ class StreamingJob:
             self._watcher.join()
 
 
-def run(spark: SparkSession, config: Config, until: Callable[[], bool] | None = None) -> None:
+def run(
+    spark: SparkSession,
+    config: Config,
+    until: Callable[[], bool] | None = None,
+    queries: tuple[str, ...] = ("speed", "master"),
+) -> None:
     """Run until a query fails (raises its error) or `until()` says stop."""
-    job = StreamingJob(spark, config).start()
+    job = StreamingJob(spark, config, queries=queries).start()
     try:
         while all(q.isActive for q in job.queries):
             if until is not None and until():
