@@ -95,20 +95,25 @@ def explain(
     items: np.ndarray,
     ratings: np.ndarray,
     params: FoldInParams,
-    target: int,
+    target: int | np.ndarray,
     yty: np.ndarray | None = None,
 ) -> np.ndarray:
     """How much each rated item contributes to the reader's predicted preference for row `target`.
 
     x = A⁻¹ Σ_j w_j y_j, so y_tᵀx = Σ_j (y_tᵀ A⁻¹ y_j) w_j exactly (Hu, Koren and Volinsky, §5):
-    the contributions sum to the score.
+    the contributions sum to the score. Several target rows at once share one factorisation of A
+    and give one row of contributions per target.
     """
     items = np.asarray(items, dtype=np.int64)
+    targets = np.atleast_1d(np.asarray(target, dtype=np.int64))
     a, weights, n = _normal_equations(item_factors, items, ratings, params, yty)
     if n == 0:
-        return np.zeros(len(items))
-    y = np.asarray(item_factors[items], dtype=np.float64)
-    return (y @ _solve_spd(a, np.asarray(item_factors[target], dtype=np.float64))) * weights
+        parts = np.zeros((len(targets), len(items)))
+    else:
+        y = np.asarray(item_factors[items], dtype=np.float64)
+        solved = _solve_spd(a, np.asarray(item_factors[targets], dtype=np.float64).T)
+        parts = (y @ solved).T * weights
+    return parts if np.ndim(target) else parts[0]
 
 
 def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:

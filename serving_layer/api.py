@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from readnext.events import InvalidEvent, parse_event
 from serving_layer.openapi import OPENAPI
-from serving_layer.recommend import contributions, reader_state, reason, rerank
+from serving_layer.recommend import contributions, reader_state, reasons, rerank
 from serving_layer.state import ServingState, Snapshot, is_unavailable
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -72,11 +72,12 @@ def _controls() -> tuple[float, int]:
 
 
 def _items(snap: Snapshot, ranked: list[tuple[int, float]], history: dict[int, float]) -> list[dict[str, Any]]:
+    why = reasons(snap, history, [b for b, _ in ranked]) if history else {}
     out = []
     for book_id, score in ranked:
         item = snap.catalog.summary(book_id)
         item["score"] = round(score, 6)
-        item["reason"] = reason(snap, history, book_id) if history else "popular with readers"
+        item["reason"] = why[book_id] if history else "popular with readers"
         out.append(item)
     return out
 

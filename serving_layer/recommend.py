@@ -75,23 +75,36 @@ def rerank(
 
 def contributions(snap: Snapshot, history: dict[int, float], book_id: int) -> list[tuple[int, float]]:
     """Each rated book's exact share of the predicted preference for `book_id`, largest first."""
+    return _contributions(snap, history, [book_id]).get(book_id, [])
+
+
+def _contributions(
+    snap: Snapshot, history: dict[int, float], book_ids: list[int]
+) -> dict[int, list[tuple[int, float]]]:
     model = snap.model
-    if book_id not in model.row_of:
-        return []
+    targets = [b for b in book_ids if b in model.row_of]
     known = [(b, r) for b, r in history.items() if b in model.row_of]
-    if not known:
-        return []
+    if not targets or not known:
+        return {}
     rows = np.array([model.row_of[b] for b, _ in known])
     parts = explain(
-        model.factors, rows, np.array([r for _, r in known]), model.params, model.row_of[book_id], model.yty
+        model.factors,
+        rows,
+        np.array([r for _, r in known]),
+        model.params,
+        np.array([model.row_of[b] for b in targets]),
+        model.yty,
     )
-    return sorted(((b, float(p)) for (b, _), p in zip(known, parts, strict=True)), key=lambda x: -x[1])
+    return {
+        target: sorted(((b, float(p)) for (b, _), p in zip(known, row, strict=True)), key=lambda x: -x[1])
+        for target, row in zip(targets, parts, strict=True)
+    }
 
 
-def reason(snap: Snapshot, history: dict[int, float], book_id: int) -> str | None:
-    """'because you rated X', X the rated book that adds most to this recommendation."""
-    parts = contributions(snap, history, book_id)
-    if not parts or parts[0][1] <= 0:
-        return None
-    top = snap.catalog.books.get(parts[0][0])
-    return f"because you rated {top.title}" if top else None
+def reasons(snap: Snapshot, history: dict[int, float], book_ids: list[int]) -> dict[int, str | None]:
+    """'because you rated X' per book, X the rated book that adds most to it (one solve for all)."""
+    out: dict[int, str | None] = dict.fromkeys(book_ids)
+    for book_id, parts in _contributions(snap, history, book_ids).items():
+        top = snap.catalog.books.get(parts[0][0]) if parts and parts[0][1] > 0 else None
+        out[book_id] = f"because you rated {top.title}" if top else None
+    return out

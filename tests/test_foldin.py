@@ -118,5 +118,7 @@ def test_explanations_sum_to_the_score(implicit):
         parts = explain(y, items, stars, params, target)
         assert parts.shape == (4,)
         assert np.isclose(parts.sum(), y[target] @ x)
+    together = explain(y, items, stars, params, np.array([0, 7, 24]))
+    assert np.allclose(together, [explain(y, items, stars, params, t) for t in (0, 7, 24)])
     if implicit:
         assert np.all(explain(y, items, stars, params, 7)[stars <= 3] == 0), "negative preferences explain nothing"
