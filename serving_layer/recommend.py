@@ -75,36 +75,40 @@ def rerank(
 
 def contributions(snap: Snapshot, history: dict[int, float], book_id: int) -> list[tuple[int, float]]:
     """Each rated book's exact share of the predicted preference for `book_id`, largest first."""
-    return _contributions(snap, history, [book_id]).get(book_id, [])
+    known, parts = _contributions(snap, history, [book_id])
+    if not len(parts):
+        return []
+    return sorted(zip(known, parts[0].tolist(), strict=True), key=lambda x: -x[1])
 
 
-def _contributions(
-    snap: Snapshot, history: dict[int, float], book_ids: list[int]
-) -> dict[int, list[tuple[int, float]]]:
+def _contributions(snap: Snapshot, history: dict[int, float], book_ids: list[int]) -> tuple[list[int], np.ndarray]:
+    """(rated books, contributions: one row per book of `book_ids`, zeros for a book the model lacks)."""
     model = snap.model
-    targets = [b for b in book_ids if b in model.row_of]
-    known = [(b, r) for b, r in history.items() if b in model.row_of]
-    if not targets or not known:
-        return {}
-    rows = np.array([model.row_of[b] for b, _ in known])
+    known = [b for b in history if b in model.row_of]
+    if not known or not book_ids:
+        return known, np.zeros((0, len(known)))
+    rows = np.array([model.row_of[b] for b in known])
+    targets = np.array([model.row_of.get(b, -1) for b in book_ids])
     parts = explain(
         model.factors,
         rows,
-        np.array([r for _, r in known]),
+        np.array([history[b] for b in known]),
         model.params,
-        np.array([model.row_of[b] for b in targets]),
+        np.maximum(targets, 0),
         model.yty,
     )
-    return {
-        target: sorted(((b, float(p)) for (b, _), p in zip(known, row, strict=True)), key=lambda x: -x[1])
-        for target, row in zip(targets, parts, strict=True)
-    }
+    parts[targets < 0] = 0.0
+    return known, parts
 
 
 def reasons(snap: Snapshot, history: dict[int, float], book_ids: list[int]) -> dict[int, str | None]:
     """'because you rated X' per book, X the rated book that adds most to it (one solve for all)."""
+    known, parts = _contributions(snap, history, book_ids)
     out: dict[int, str | None] = dict.fromkeys(book_ids)
-    for book_id, parts in _contributions(snap, history, book_ids).items():
-        top = snap.catalog.books.get(parts[0][0]) if parts and parts[0][1] > 0 else None
+    if not len(parts):
+        return out
+    best = parts.argmax(axis=1)
+    for book_id, row, j in zip(book_ids, parts, best, strict=True):
+        top = snap.catalog.books.get(known[j]) if row[j] > 0 else None
         out[book_id] = f"because you rated {top.title}" if top else None
     return out

@@ -1,0 +1,159 @@
+"""Serving-layer load: throughput and p50/p99 under fixed concurrency, from a process of its own.
+
+    python bench/serving_load.py --workers 4 --concurrency 8 --seconds 30
+
+Starts gunicorn with the serving layer on --port (the current generation of the running local
+stack: run `make demo` or `python -m batch_layer run` first), then, from this process, keeps
+--concurrency keep-alive connections busy for --seconds on each scenario:
+
+- known: GET /api/v1/users/<id>/recommendations for readers of the generation (speed/batch merge);
+- anonymous: POST /api/v1/recommendations with 5-20 ratings of random books (exact fold-in).
+
+Every non-200 answer or failed request counts as an error. Results: bench/results/serving-load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from readnext import artifacts  # noqa: E402
+from readnext.clients import hbase_connection  # noqa: E402
+from readnext.config import load_config  # noqa: E402
+from readnext.hbase_schema import generation_table  # noqa: E402
+from readnext.model import ModelHolder  # noqa: E402
+
+
+def _requests(kind: str, users: np.ndarray, books: np.ndarray, seed: int):
+    """An endless stream of (method, path, body) for one connection."""
+    rng = np.random.default_rng(seed)
+    while True:
+        if kind == "known":
+            yield "GET", f"/api/v1/users/{int(rng.choice(users))}/recommendations?n=10", None
+        else:
+            chosen = rng.choice(books, size=int(rng.integers(5, 21)), replace=False)
+            ratings = [{"book_id": int(b), "rating": int(rng.integers(1, 6))} for b in chosen]
+            yield "POST", "/api/v1/recommendations", json.dumps({"ratings": ratings, "n": 10})
+
+
+def _load(port: int, kind: str, users: np.ndarray, books: np.ndarray, concurrency: int, seconds: float) -> dict:
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    start = time.monotonic()
+    deadline = start + seconds
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        for method, path, body in _requests(kind, users, books, seed=i):
+            if time.monotonic() >= deadline:
+                break
+            began = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                ok = False
+            latencies[i].append(time.perf_counter() - began)
+            errors[i] += not ok
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    all_ms = np.concatenate([np.array(x) for x in latencies]) * 1000
+    return {
+        "scenario": kind,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 1),
+        "requests": int(len(all_ms)),
+        "errors": int(sum(errors)),
+        "requests_per_s": round(len(all_ms) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(all_ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(all_ms, 99)), 2),
+        "max_ms": round(float(all_ms.max()), 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread when > 1)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8], help="open connections")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving-load.json")
+    args = parser.parse_args()
+
+    config = load_config()
+    holder = ModelHolder(artifacts.open_store(config))
+    if not holder.refresh():
+        print("error: no current generation; run `make demo` or `python -m batch_layer run` first", file=sys.stderr)
+        return 1
+    model = holder.model
+    conn = hbase_connection(config)
+    table = conn.table(generation_table(config, model.generation, "users"))
+    users = np.array([int(k) for k, _ in table.scan(filter=b"KeyOnlyFilter()", limit=50000)], dtype=np.int64)
+    conn.close()
+    books = np.asarray(model.book_ids)
+    command = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        "-w",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "-b",
+        f"127.0.0.1:{args.port}",
+        "--keep-alive",
+        "30",
+        "serving_layer.app:create_app()",
+    ]
+    log = (ROOT / ".state" / "logs" / "bench-serving.log").open("w")
+    server = subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{args.port}/readyz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            print("error: the server did not become ready; see .state/logs/bench-serving.log", file=sys.stderr)
+            return 1
+        results = []
+        for concurrency in args.concurrency:
+            for kind in ("known", "anonymous"):
+                _load(args.port, kind, users, books, concurrency, 3)  # warm-up: caches, connections, pools
+                row = _load(args.port, kind, users, books, concurrency, args.seconds)
+                row.update(workers=args.workers, threads=args.threads)
+                print(json.dumps(row), flush=True)
+                results.append(row)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    previous = json.loads(args.out.read_text()) if args.out.exists() else []
+    args.out.write_text(json.dumps(previous + results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
