@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from kafka.admin import NewTopic
 
 from readnext.clients import hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
 from readnext.spark import read_kafka_topic
+from tests.waiting import wait_for
 
 
 def test_kafka_topic_round_trip(stack, config, unique_name):
@@ -73,19 +72,18 @@ def test_spark_reads_kafka_topic_through_connector(stack, spark, config, unique_
     try:
         admin.create_topics([NewTopic(unique_name, num_partitions=2, replication_factor=1)])
         producer = kafka_producer(config)
-        sent = {f'{{"user_id": {i}, "book_id": {100 + i}, "rating": {1 + i % 5}}}' for i in range(12)}
-        for value in sent:
-            producer.send(unique_name, value=value.encode())
+        sent = [f'{{"user_id": {i}, "book_id": {100 + i}, "rating": {1 + i % 5}}}' for i in range(12)]
+        for i, value in enumerate(sent):  # explicit partitions: keyless sends stick to one partition
+            producer.send(unique_name, value=value.encode(), partition=i % 2)
         producer.flush()
         producer.close()
-        deadline = time.monotonic() + 30
-        while True:
+
+        def values():
             frame = read_kafka_topic(spark, config, unique_name)
-            got = {r.value for r in frame.selectExpr("CAST(value AS STRING) AS value").collect()}
-            if got == sent or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert got == sent
+            return {r.value for r in frame.selectExpr("CAST(value AS STRING) AS value").collect()} == set(sent)
+
+        wait_for(values, "Spark to read the 12 acknowledged messages", timeout=30, every=1)
+        frame = read_kafka_topic(spark, config, unique_name)
         assert frame.select("partition").distinct().count() == 2
     finally:
         admin.delete_topics([unique_name])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from readnext.model import ModelHolder
 from speed_layer import stream
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
+from tests.waiting import committed_events, master_timeout, wait_for
 
 
 @pytest.fixture
@@ -46,13 +46,16 @@ def live(stack, spark, hive_db, config, tmp_path, unique_name):
     assert not failures, failures
 
 
-def _wait(check, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.3)
+def _master_rows(spark, config, job, produced: int) -> int:
+    """Stream rows in the master dataset once the master query has committed `produced` events."""
+    wait_for(
+        lambda: committed_events(config.speed.checkpoint_dir / "master") >= produced or job.failures(),
+        f"the master-dataset query to commit {produced} events",
+        master_timeout(config),
+    )
+    assert not job.failures(), job.failures()
+    spark.catalog.refreshTable("ratings")  # the query appended from its own (cloned) session
+    return spark.table("ratings").where("source = 'stream'").count()
 
 
 def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
@@ -71,8 +74,8 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
 
     conn = hbase_connection(config)
     speed = conn.table(speed_table(config))
-    assert _wait(lambda: len(json.loads(speed.row(row_key(5)).get(b"v:events", b"[]"))) == 3)
-    assert _wait(lambda: speed.row(row_key(1000)))
+    wait_for(lambda: len(json.loads(speed.row(row_key(5)).get(b"v:events", b"[]"))) == 3, "reader 5's 3 events")
+    wait_for(lambda: speed.row(row_key(1000)), "new reader 1000's speed row")
     holder = ModelHolder(artifacts.open_store(config))
     holder.refresh()
     model = holder.model
@@ -86,11 +89,7 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
     assert np.allclose(unpack_floats(new_reader[b"v:vector"]), model.fold_in({3: 4}), atol=1e-5)
     conn.close()
 
-    def stream_rows():
-        spark.catalog.refreshTable("ratings")  # the streaming query appended from its own session
-        return spark.table("ratings").where("source = 'stream'").count() == 4
-
-    assert _wait(stream_rows, timeout=120), f"master dataset not appended; query failures: {job.failures()}"
+    assert _master_rows(spark, config, job, produced=8) == 4
     stored = {(r.user_id, r.book_id, r.rating) for r in spark.table("ratings").where("source = 'stream'").collect()}
     assert stored == {(5, 81, 5), (5, 2, 5), (5, 2, 1), (1000, 3, 4)}
 
@@ -116,7 +115,7 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     from batch_layer.generation import current_generation
     from readnext.hbase_schema import generation_table, unpack_ratings
 
-    config, rows, _ = live
+    config, rows, job = live
     known5 = {b for u, b, _ in rows if u == 5}
     fresh = [b for b in range(1, 81) if b not in known5]
     producer = RatingProducer(config)
@@ -124,8 +123,8 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     producer.send(1000, 3, 4)
     conn = hbase_connection(config)
     speed = conn.table(speed_table(config))
-    assert _wait(lambda: speed.row(row_key(5)) and speed.row(row_key(1000)))
-    assert _wait(lambda: spark.table("ratings").where("source = 'stream'").count() == 2)
+    wait_for(lambda: speed.row(row_key(5)) and speed.row(row_key(1000)), "speed rows of readers 5 and 1000")
+    assert _master_rows(spark, config, job, produced=2) == 2
 
     during = threading.Timer(2.0, lambda: producer.send(5, fresh[1], 2))
     during.start()
@@ -138,14 +137,14 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
         row5 = speed.row(row_key(5))
         return not speed.row(row_key(1000)) and (not row5 or row5[b"v:generation"] == generation.encode())
 
-    assert _wait(settled), "the watcher rebases the speed view on the new generation"
+    wait_for(settled, "the watcher to rebase the speed view on the new generation")
     batch5 = conn.table(generation_table(config, generation, "users")).row(row_key(5))
     history = dict(
         zip(unpack_ids(batch5[b"h:books"]).tolist(), unpack_ratings(batch5[b"h:ratings"]).tolist(), strict=True)
     )
     assert history[fresh[0]] == 5, "the rating streamed before the run is in the new generation"
     if fresh[1] not in history:
-        row5 = _wait(lambda: speed.row(row_key(5)))
+        row5 = wait_for(lambda: speed.row(row_key(5)), "reader 5's speed row")
         events = json.loads(row5[b"v:events"])
         assert [(e[2], e[3]) for e in events] == [(fresh[1], 2)], (
             "the rating posted during the run is in the speed view"

@@ -20,6 +20,7 @@ from readnext.hbase_schema import generation_table, row_key, speed_table, unpack
 from readnext.model import ModelHolder
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
+from tests.waiting import committed_events
 
 READ_MASTER = """
 import json
@@ -47,15 +48,6 @@ def _start_stream(env, log):
 def _kill(proc, sig):
     os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
-
-
-def _committed(checkpoint):
-    """Kafka events the query has committed, from its checkpoint: the offsets of its last committed batch."""
-    commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")]
-    if not commits:
-        return 0
-    offsets = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()[-1]
-    return sum(sum(partitions.values()) for partitions in json.loads(offsets).values())
 
 
 def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_path, unique_name):
@@ -114,7 +106,7 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
             assert stream.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the restarted job did not catch up"
             time.sleep(1)
-        while _committed(config.speed.checkpoint_dir / "master") < len(sent):
+        while committed_events(config.speed.checkpoint_dir / "master") < len(sent):
             assert stream.poll() is None, (tmp_path / "stream.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the master-dataset query did not catch up"
             time.sleep(1)
