@@ -123,8 +123,18 @@ class SpeedConfig:
     master_process: bool
     master_nice: int
     checkpoint_dir: Path
+    store_attempts: int
+    store_retry_s: float
     top_n: int
     topic_partitions: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SupervisorConfig:
+    backoff_s: float
+    backoff_max_s: float
+    stable_s: float
+    stop_timeout_s: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +143,7 @@ class ServingConfig:
     default_n: int
     max_n: int
     max_body_bytes: int
+    max_anonymous_ratings: int
     popularity_penalty: float
     max_per_author: int
     secret_key: str
@@ -149,6 +160,7 @@ class Config:
     batch: BatchConfig
     quality: QualityConfig
     speed: SpeedConfig
+    supervisor: SupervisorConfig
     serving: ServingConfig
 
 

@@ -11,23 +11,33 @@ import contextlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from readnext.clients import kafka_admin, kafka_producer
 from readnext.config import Config
 
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "rating_event.schema.json"
-FIELDS = {"user_id", "book_id", "rating", "ts", "event_id"}
-MAX_ID = 2_147_483_647
+SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
+_PROPERTIES: dict[str, Any] = SCHEMA["properties"]
+FIELDS = set(_PROPERTIES)
+MAX_ID: int = _PROPERTIES["user_id"]["maximum"]
+EARLIEST_TS_MS: int = _PROPERTIES["ts"]["x-earliest-ms"]
+MAX_FUTURE_SKEW_MS: int = _PROPERTIES["ts"]["x-max-future-skew-s"] * 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 class InvalidEvent(ValueError):
     """An event that does not follow the schema; the message is the reason recorded for it."""
+
+
+class UnknownBook(InvalidEvent):
+    """A well-formed event about a book the catalog does not have."""
 
 
 @dataclass(frozen=True)
@@ -47,74 +57,133 @@ class RatingEvent:
         return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _int_field(body: dict[str, Any], name: str, low: int, high: int) -> int:
+@dataclass(frozen=True)
+class StreamEvent:
+    """A valid event as read from Kafka: where it came from (origin "<topic>-<partition>", offset), what it says."""
+
+    origin: str
+    offset: int
+    user_id: int
+    book_id: int
+    rating: int
+    ts_ms: int
+
+    def as_row(self) -> list[Any]:
+        return [self.origin, self.offset, self.book_id, self.rating, self.ts_ms]
+
+
+def now_ms() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1000)
+
+
+def json_integer(value: Any) -> int | None:
+    """The value as JSON Schema's `integer` reads it (5 and 5.0 alike), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
+
+
+def _int_field(body: dict[str, Any], name: str) -> int:
     if name not in body:
         raise InvalidEvent(f"missing field {name}")
-    value = body[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidEvent(f"{name} must be an integer, got {type(value).__name__}")
+    value = json_integer(body[name])
+    if value is None:
+        raise InvalidEvent(f"{name} must be an integer, got {type(body[name]).__name__}")
+    low, high = _PROPERTIES[name]["minimum"], _PROPERTIES[name]["maximum"]
     if not low <= value <= high:
-        raise InvalidEvent(f"{name} {value} outside {low}-{high}")
+        shown = f" {value}" if abs(value) < 10**30 else ""
+        raise InvalidEvent(f"{name}{shown} outside {low}-{high}")
     return value
 
 
-def _timestamp_ms(value: Any) -> int:
-    if isinstance(value, bool):
-        raise InvalidEvent("ts must be ISO-8601 text or epoch milliseconds")
-    if isinstance(value, int):
-        if value < 0:
-            raise InvalidEvent("ts must not be negative")
-        return value
-    if isinstance(value, str):
+def _timestamp_ms(value: Any, reference_ms: int) -> int:
+    """Epoch milliseconds of `ts`, within [EARLIEST_TS_MS, reference_ms + MAX_FUTURE_SKEW_MS]."""
+    ms = json_integer(value)
+    if ms is None and not isinstance(value, str):
+        raise InvalidEvent("ts must be RFC 3339 text with a time zone or epoch milliseconds")
+    if ms is None:
+        if len(value) > _PROPERTIES["ts"]["oneOf"][0]["maxLength"]:
+            raise InvalidEvent("ts is too long for a date-time")
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
         except ValueError:
-            raise InvalidEvent(f"ts {value[:40]!r} is not ISO-8601") from None
+            raise InvalidEvent(f"ts {value!r} is not an RFC 3339 date-time") from None
         if parsed.tzinfo is None:
             raise InvalidEvent("ts needs a time zone (e.g. Z or +02:00)")
-        return int(parsed.timestamp() * 1000)
-    raise InvalidEvent("ts must be ISO-8601 text or epoch milliseconds")
+        try:
+            ms = (parsed - _EPOCH) // _MILLISECOND
+        except OverflowError:
+            raise InvalidEvent(f"ts {value!r} is out of range") from None
+    if ms < EARLIEST_TS_MS:
+        raise InvalidEvent("ts is before 2000-01-01T00:00:00Z")
+    if ms > reference_ms + MAX_FUTURE_SKEW_MS:
+        raise InvalidEvent(f"ts is more than {MAX_FUTURE_SKEW_MS // 1000} s in the future")
+    return ms
 
 
-def parse_event(raw: bytes | str | dict[str, Any], known_books: set[int] | None = None) -> RatingEvent:
-    """Validate one event against the schema (and the catalog, when given); raises InvalidEvent."""
+def parse_event(
+    raw: bytes | str | dict[str, Any], known_books: set[int] | None = None, reference_ms: int | None = None
+) -> RatingEvent:
+    """Validate one event against the schema (and the catalog, when given); raises InvalidEvent.
+
+    `reference_ms` is the time the event is taken (the broker's append time in the streaming job,
+    the clock in the API): `ts` may be at most the schema's skew ahead of it. Whatever `raw`
+    holds, the only exception is InvalidEvent.
+    """
     if isinstance(raw, dict):
         body = raw
     else:
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidEvent(f"not JSON: {e}") from None
+        except RecursionError:
+            raise InvalidEvent("not JSON: nested too deeply") from None
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, integers of too many digits
+            raise InvalidEvent(f"not JSON: {str(e)[:120]}") from None
     if not isinstance(body, dict):
         raise InvalidEvent("not a JSON object")
     extra = set(body) - FIELDS
     if extra:
-        raise InvalidEvent(f"unknown field(s): {', '.join(sorted(extra))}")
-    user = _int_field(body, "user_id", 1, MAX_ID)
-    book = _int_field(body, "book_id", 1, MAX_ID)
-    rating = _int_field(body, "rating", 1, 5)
-    ts = _timestamp_ms(body["ts"]) if body.get("ts") is not None else None
+        raise InvalidEvent(f"unknown field(s): {', '.join(sorted(repr(k)[:40] for k in extra))}")
+    user = _int_field(body, "user_id")
+    book = _int_field(body, "book_id")
+    rating = _int_field(body, "rating")
+    ts = _timestamp_ms(body["ts"], now_ms() if reference_ms is None else reference_ms) if "ts" in body else None
     event_id = body.get("event_id")
-    if event_id is not None and (not isinstance(event_id, str) or len(event_id) > 64):
+    if "event_id" in body and (not isinstance(event_id, str) or len(event_id) > _PROPERTIES["event_id"]["maxLength"]):
         raise InvalidEvent("event_id must be text of at most 64 characters")
     if known_books is not None and book not in known_books:
-        raise InvalidEvent(f"unknown book {book}")
+        raise UnknownBook(f"unknown book {book}")
     return RatingEvent(user, book, rating, ts, event_id)
 
 
+# The broker stamps each record with its append time: the streaming job's reference clock for
+# `ts` (the same on every replay) is then not the producer's to choose.
+TOPIC_CONFIGS = {"message.timestamp.type": "LogAppendTime"}
+
+
 def ensure_topics(config: Config) -> None:
-    """Create the ratings and dead-letter topics if they are missing."""
+    """Create the ratings and dead-letter topics if they are missing; the ratings topic takes append times."""
     admin = kafka_admin(config)
+    ratings = config.kafka.ratings_topic
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(t, num_partitions=config.speed.topic_partitions, replication_factor=1)
-            for t in (config.kafka.ratings_topic, config.kafka.dead_letter_topic)
+            NewTopic(
+                t,
+                num_partitions=config.speed.topic_partitions,
+                replication_factor=1,
+                topic_configs=TOPIC_CONFIGS if t == ratings else {},
+            )
+            for t in (ratings, config.kafka.dead_letter_topic)
             if t not in existing
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
+        if ratings in existing:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, ratings, configs=TOPIC_CONFIGS)])
     finally:
         admin.close()
 
@@ -129,7 +198,7 @@ class RatingProducer:
 
     def send(self, user_id: int, book_id: int, rating: int, ts_ms: int | None = None, timeout_s: float = 10) -> str:
         """Validate, send and wait for the broker's acknowledgement; returns the event id."""
-        ts_ms = ts_ms if ts_ms is not None else int(datetime.now(timezone.utc).timestamp() * 1000)
+        ts_ms = ts_ms if ts_ms is not None else now_ms()
         event = parse_event({"user_id": user_id, "book_id": book_id, "rating": rating, "ts": ts_ms})
         event = RatingEvent(event.user_id, event.book_id, event.rating, event.ts_ms, uuid.uuid4().hex)
         self.producer.send(self.topic, key=str(user_id).encode(), value=event.to_json()).get(timeout=timeout_s)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from readnext.events import InvalidEvent, parse_event
-from serving_layer.openapi import OPENAPI
+from readnext.events import MAX_ID, InvalidEvent, UnknownBook, json_integer, parse_event
+from serving_layer.openapi import openapi_document
 from serving_layer.recommend import contributions, reader_state, reasons, rerank
 from serving_layer.state import ServingState, Snapshot, is_unavailable
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_QUERY = 200
 MAX_IDS = 100
+_PRIVATE: set[str] = set()
+
+
+def private(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a view whose answers are about one reader: they carry Cache-Control: no-store."""
+    _PRIVATE.add(f"{api.name}.{view.__name__}")
+    return view
 
 
 class ApiError(Exception):
@@ -32,6 +41,33 @@ def _snapshot() -> Snapshot:
     if snap is None:
         raise ApiError(503, "no model generation is published yet: run the batch layer first")
     return snap
+
+
+def _json_body() -> Any:
+    """The request's JSON document; 400/413/415 with the reason when it is not one within the size limit."""
+    if not request.is_json:
+        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None:  # chunked: werkzeug would cut the body at the limit silently
+        terminated = request.environ.get("wsgi.input_terminated")
+        raw = request.environ["wsgi.input"].read(limit + 1) if terminated else b""
+        if len(raw) > limit:
+            raise ApiError(413, f"the body is larger than {limit} bytes")
+    else:
+        raw = request.get_data(cache=True)  # a declared length over the limit is refused with 413 here
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, "the body is not JSON we accept: nested too deeply") from None
+    except ValueError as e:
+        raise ApiError(400, f"the body is not valid JSON: {str(e)[:120]}") from None
+
+
+def _id(value: int, what: str) -> int:
+    """Path ids beyond what any layer stores name nothing."""
+    if not 1 <= value <= MAX_ID:
+        raise ApiError(404, f"no {what} {value}")
+    return value
 
 
 def _number_arg(name: str, default: float, low: float, high: float, kind: type = int) -> Any:
@@ -97,8 +133,10 @@ def _depth(n: int, offset: int) -> int:
 
 
 @api.get("/users/<int:user_id>/recommendations")
+@private
 def user_recommendations(user_id: int) -> Any:
     snap = _snapshot()
+    _id(user_id, "reader")
     n, offset = _page()
     exclude_known = _bool_arg("exclude_known", True)
     try:
@@ -118,29 +156,35 @@ def user_recommendations(user_id: int) -> Any:
     return _recommend(snap, reader.source, ranked, reader.history)
 
 
-def _rated_books(body: Any) -> dict[int, float]:
-    if not isinstance(body, dict) or not isinstance(body.get("ratings"), list):
-        raise ApiError(400, 'expected {"ratings": [{"book_id": int, "rating": 1-5}, ...], "n": int}')
-    if not 1 <= len(body["ratings"]) <= 500:
-        raise ApiError(400, "ratings must hold 1 to 500 entries")
-    snap = _snapshot()
+def _rated_books(snap: Snapshot, body: Any) -> dict[int, float]:
+    shape = 'expected {"ratings": [{"book_id": int, "rating": 1-5}, ...], "n": int}'
+    if not isinstance(body, dict) or not isinstance(body.get("ratings"), list) or set(body) - {"ratings", "n"}:
+        raise ApiError(400, shape)
+    most = _state().config.serving.max_anonymous_ratings
+    if not 1 <= len(body["ratings"]) <= most:
+        raise ApiError(400, f"ratings must hold 1 to {most} entries")
     history: dict[int, float] = {}
-    for entry in body["ratings"]:
+    for i, entry in enumerate(body["ratings"]):
+        if not isinstance(entry, dict) or set(entry) != {"book_id", "rating"}:
+            raise ApiError(400, f"ratings[{i}]: {shape}")
         try:
-            event = parse_event({"user_id": 1, **entry} if isinstance(entry, dict) else {}, set(snap.catalog.books))
+            event = parse_event({"user_id": 1, **entry}, set(snap.catalog.books))
+        except UnknownBook as e:
+            raise ApiError(404, f"ratings[{i}]: {e}") from None
         except InvalidEvent as e:
-            raise ApiError(400, f"rating {entry!r:.80}: {e}") from None
+            raise ApiError(400, f"ratings[{i}]: {e}") from None
         history[event.book_id] = float(event.rating)
     return history
 
 
 @api.post("/recommendations")
+@private
 def anonymous_recommendations() -> Any:
-    body = request.get_json(silent=True)
-    history = _rated_books(body)
+    body = _json_body()
     snap = _snapshot()
-    n = body.get("n", _state().config.serving.default_n)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _state().config.serving.max_n:
+    history = _rated_books(snap, body)
+    n = json_integer(body.get("n", _state().config.serving.default_n))
+    if n is None or not 1 <= n <= _state().config.serving.max_n:
         raise ApiError(400, f"n must be an integer between 1 and {_state().config.serving.max_n}")
     vector = snap.model.fold_in(history)
     ranked = snap.model.recommend(vector, _depth(n, 0), history)
@@ -150,7 +194,7 @@ def anonymous_recommendations() -> Any:
 
 
 def _book(snap: Snapshot, book_id: int):
-    book = snap.catalog.books.get(book_id)
+    book = snap.catalog.books.get(_id(book_id, "book"))
     if book is None:
         raise ApiError(404, f"no book {book_id}")
     return book
@@ -185,17 +229,18 @@ def popular() -> Any:
 @api.get("/books/search")
 def search() -> Any:
     snap = _snapshot()
-    q = request.args.get("q", "").strip()
+    q = request.args.get("q", "")
     if not q:
         raise ApiError(400, "q is required")
     if len(q) > MAX_QUERY:
         raise ApiError(400, f"q is longer than {MAX_QUERY} characters")
     n, offset = _page()
-    hits = snap.catalog.search(q)
+    hits = snap.catalog.search(q.strip()) if q.strip() else []  # only spaces: nothing to find
     return jsonify({"query": q, "total": len(hits), "items": [b.summary() for b in hits[offset : offset + n]]})
 
 
 def _known_reader(snap: Snapshot, user_id: int):
+    _id(user_id, "reader")
     reader = _state().hbase(lambda conn: reader_state(conn, _state().config, snap, user_id, 1))
     if reader.source == "popular":
         raise ApiError(404, f"no reader {user_id} in the batch or speed views")
@@ -203,6 +248,7 @@ def _known_reader(snap: Snapshot, user_id: int):
 
 
 @api.get("/users/<int:user_id>/ratings")
+@private
 def user_ratings(user_id: int) -> Any:
     snap = _snapshot()
     reader = _known_reader(snap, user_id)
@@ -213,6 +259,7 @@ def user_ratings(user_id: int) -> Any:
 
 
 @api.get("/users/<int:user_id>/because/<int:book_id>")
+@private
 def because(user_id: int, book_id: int) -> Any:
     snap = _snapshot()
     _book(snap, book_id)
@@ -231,13 +278,14 @@ def because(user_id: int, book_id: int) -> Any:
 
 
 @api.get("/users/<int:user_id>/estimate")
+@private
 def estimate(user_id: int) -> Any:
     snap = _snapshot()
     raw = request.args.get("books", "")
-    try:
-        ids = [int(x) for x in raw.split(",") if x.strip()]
-    except ValueError:
+    parts = raw.split(",")
+    if not raw or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
         raise ApiError(400, "books must be comma-separated book ids") from None
+    ids = [int(p) for p in parts]
     if not 1 <= len(ids) <= MAX_IDS:
         raise ApiError(400, f"books must name 1 to {MAX_IDS} book ids")
     for b in ids:
@@ -254,13 +302,16 @@ def estimate(user_id: int) -> Any:
 
 
 @api.post("/ratings")
+@private
 def post_rating() -> Any:
-    body = request.get_json(silent=True)
+    body = _json_body()
     snap = _snapshot()
     if not isinstance(body, dict):
         raise ApiError(400, 'expected {"user_id": int, "book_id": int, "rating": 1-5}')
     try:
         event = parse_event(body, set(snap.catalog.books))
+    except UnknownBook as e:
+        raise ApiError(404, str(e)) from None
     except InvalidEvent as e:
         raise ApiError(400, str(e)) from None
     try:
@@ -273,22 +324,37 @@ def post_rating() -> Any:
 
 @api.get("/openapi.json")
 def openapi() -> Any:
-    return jsonify(OPENAPI)
+    return jsonify(openapi_document(_state().config))
+
+
+@api.after_request
+def no_store(response: Any) -> Any:
+    if request.endpoint in _PRIVATE:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def json_error(status: int, message: str) -> Any:
+    """The API's one error shape."""
+    return jsonify({"error": message, "status": status}), status
+
+
+def http_error(error: HTTPException) -> Any:
+    """Flask's and werkzeug's own errors (routing, 405 with its Allow header, 413) in the API's shape."""
+    body, status = json_error(error.code or 500, error.description or error.name)
+    return body, status, [(k, v) for k, v in error.get_headers() if k.lower() == "allow"]
 
 
 @api.errorhandler(ApiError)
 def api_error(error: ApiError) -> Any:
-    return jsonify({"error": error.message, "status": error.status}), error.status
-
-
-@api.errorhandler(HTTPException)
-def http_error(error: HTTPException) -> Any:
-    return jsonify({"error": error.description, "status": error.code}), error.code
+    return json_error(error.status, error.message)
 
 
 @api.errorhandler(Exception)
 def unexpected(error: Exception) -> Any:
+    if isinstance(error, HTTPException):  # raised by Flask itself (e.g. a body over the limit)
+        return http_error(error)
     current_app.logger.exception("unexpected error")
     if is_unavailable(error):
-        return jsonify({"error": "a data store is unavailable; please retry", "status": 503}), 503
-    return jsonify({"error": "internal error", "status": 500}), 500
+        return json_error(503, "a data store is unavailable; please retry")
+    return json_error(500, "internal error")

@@ -13,6 +13,7 @@ from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
 from readnext.events import ensure_topics
 from serving_layer.api import api
+from serving_layer.api import http_error as api_http_error
 from serving_layer.state import ServingState
 from serving_layer.web import web
 
@@ -40,6 +41,10 @@ def create_app(config: Config | None = None) -> Flask:
         ensure_topics(config)
     except Exception as e:  # noqa: BLE001 - Kafka may come later; POST /ratings answers 503 until then
         app.logger.warning("could not check the Kafka topics: %s", e)
+    # No routing redirects: a merged `//` or an added slash would be redirected to a URL built from
+    # the client's Host header.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.register_blueprint(api)
     app.register_blueprint(web)
 
@@ -71,9 +76,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
-        if request.path.startswith("/api/"):
-            return jsonify({"error": error.description, "status": error.code}), error.code
-        return error
+        if not request.path.startswith("/api/"):
+            return error
+        return api_http_error(error)
 
     @app.after_request
     def security_headers(response: Any) -> Any:

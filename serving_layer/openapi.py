@@ -1,117 +1,256 @@
-"""The OpenAPI document of the JSON API, served at /api/v1/openapi.json."""
+"""The OpenAPI document of the JSON API, served at /api/v1/openapi.json.
+
+Self-contained: the rating event's schema (readnext/schemas) is inlined, every parameter carries
+the limits the server enforces, and every answer, errors included, has a schema. Limits that
+come from the configuration are read from it.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from readnext.config import Config
+from readnext.events import MAX_ID, SCHEMA
 
-def _param(name: str, where: str, kind: str, description: str, required: bool = False) -> dict[str, Any]:
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
     return {
         "name": name,
         "in": where,
         "required": required or where == "path",
-        "schema": {"type": kind},
+        "schema": schema,
         "description": description,
     }
 
 
-_USER = _param("user_id", "path", "integer", "reader id")
-_BOOK = _param("book_id", "path", "integer", "book id")
-_PAGE = [_param("n", "query", "integer", "items per page (1-100)"), _param("offset", "query", "integer", "skip")]
-_CONTROLS = [
-    _param("popularity_penalty", "query", "number", "subtract this times the book's scaled log popularity"),
-    _param("max_per_author", "query", "integer", "at most this many books of one author (0: no limit)"),
-]
+def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [k for k in properties if k not in optional],
+    }
+
+
+def _with(base: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"allOf": [_ref(base), _object(extra)]}
+
+
+def _page_of(item: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return _object({**fields, "items": {"type": "array", "items": item}})
+
+
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 _ERRORS = {
-    code: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    for code, text in (
-        ("400", "bad input"),
-        ("404", "unknown book or reader"),
-        ("413", "body too large"),
-        ("503", "a dependency is down"),
-    )
+    "400": "the request is malformed; `error` says what is wrong",
+    "404": "no such book or reader",
+    "503": "no generation is published yet, or a data store is unavailable: retry later",
 }
+_BODY_ERRORS = {"413": "the body is larger than the limit", "415": "the body is not JSON"}
 
 
-def _get(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": params, "responses": {"200": {"description": "OK"}, **_ERRORS}}}
+def _answers(ok: str, schema: str, description: str = "OK", body: bool = False) -> dict[str, Any]:
+    errors = {**_ERRORS, **(_BODY_ERRORS if body else {})}
+    return {
+        ok: {"description": description, "content": {_JSON: {"schema": _ref(schema)}}},
+        **{code: {"description": text, "content": {_JSON: {"schema": _ref("Error")}}} for code, text in errors.items()},
+    }
 
 
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "ReadNext API", "version": "1"},
-    "servers": [{"url": "/api/v1"}],
-    "paths": {
-        "/users/{user_id}/recommendations": _get(
-            "Recommendations for a reader: the speed view when it is newer than the batch generation, else the "
-            "batch view, else popular books; `source` says which answered.",
-            [
-                _USER,
-                *_PAGE,
-                _param("exclude_known", "query", "boolean", "leave out books the reader rated"),
-                *_CONTROLS,
-            ],
+def _get(summary: str, params: list[dict[str, Any]], schema: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params, "responses": _answers("200", schema)}}
+
+
+def _event_schema() -> dict[str, Any]:
+    """The rating event's schema, inlined (its `ts` window's upper end moves with the clock: see its description)."""
+    return {k: copy.deepcopy(v) for k, v in SCHEMA.items() if not k.startswith("$")}
+
+
+def openapi_document(config: Config) -> dict[str, Any]:
+    serving = config.serving
+    user = _param("user_id", "path", _ID, "reader id")
+    book = _param("book_id", "path", _ID, "book id")
+    page = [
+        _param("n", "query", {"type": "integer", "minimum": 1, "maximum": serving.max_n}, "items per page"),
+        _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 1000}, "items to skip"),
+    ]
+    controls = [
+        _param(
+            "popularity_penalty",
+            "query",
+            {"type": "number", "minimum": 0, "maximum": 10},
+            "subtract this times the book's scaled log popularity from its score",
         ),
-        "/recommendations": {
-            "post": {
-                "summary": "Recommendations for an anonymous reader, folded in exactly in the request.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["ratings"],
-                                "properties": {
-                                    "n": {"type": "integer"},
-                                    "ratings": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["book_id", "rating"],
-                                            "properties": {
-                                                "book_id": {"type": "integer"},
-                                                "rating": {"type": "integer"},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
-                "parameters": _CONTROLS,
-                "responses": {"200": {"description": "OK"}, **_ERRORS},
-            }
-        },
-        "/books/{book_id}": _get("A book's metadata and popularity.", [_BOOK]),
-        "/books/{book_id}/similar": _get("Books most similar to this one.", [_BOOK, *_PAGE]),
-        "/books/popular": _get("Popular books (Bayesian average rating).", _PAGE),
-        "/books/search": _get("Search titles and authors.", [_param("q", "query", "string", "words", True), *_PAGE]),
-        "/users/{user_id}/ratings": _get("The books a reader rated (batch and stream).", [_USER]),
-        "/users/{user_id}/because/{book_id}": _get("Which rated books explain a recommendation.", [_USER, _BOOK]),
-        "/users/{user_id}/estimate": _get(
-            "Predicted preference for some books.",
-            [_USER, _param("books", "query", "string", "ids, comma-separated", True)],
+        _param(
+            "max_per_author",
+            "query",
+            {"type": "integer", "minimum": 0, "maximum": 100},
+            "at most this many books of one author per page (0: no limit)",
         ),
-        "/ratings": {
-            "post": {
-                "summary": "Post a rating to Kafka; answers 202 with the event id.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "https://readnext.example/schemas/rating_event.schema.json"}
-                        }
-                    },
+    ]
+    anonymous = {
+        "type": "object",
+        "properties": {
+            "ratings": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": serving.max_anonymous_ratings,
+                "items": {
+                    "type": "object",
+                    "properties": {"book_id": _ID, "rating": {"type": "integer", "minimum": 1, "maximum": 5}},
+                    "required": ["book_id", "rating"],
+                    "additionalProperties": False,
                 },
-                "responses": {"202": {"description": "accepted"}, **_ERRORS},
-            }
+            },
+            "n": {"type": "integer", "minimum": 1, "maximum": serving.max_n},
         },
-    },
-    "components": {
-        "schemas": {
-            "Error": {"type": "object", "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}}
+        "required": ["ratings"],
+        "additionalProperties": False,
+    }
+    nullable_int, nullable_number = {"type": ["integer", "null"]}, {"type": ["number", "null"]}
+    schemas = {
+        "Error": _object({"error": {"type": "string"}, "status": {"type": "integer"}}),
+        "Book": _object(
+            {
+                "book_id": {"type": "integer"},
+                "title": {"type": "string"},
+                "authors": {"type": "string"},
+                "year": nullable_int,
+                "average_rating": nullable_number,
+                "cover_url": {"type": ["string", "null"]},
+                "ratings_count": {"type": "integer"},
+            }
+        ),
+        "Item": _with(
+            "Book",
+            {
+                "score": {"type": "number"},
+                "reason": {
+                    "type": ["string", "null"],
+                    "description": "the rated book that adds most to the score; null when none adds to it",
+                },
+            },
+        ),
+        "Recommendations": _object(
+            {
+                "source": {"enum": ["speed", "batch", "popular", "fold-in"]},
+                "generation": {"type": "string"},
+                "items": {"type": "array", "items": _ref("Item")},
+                "notice": {"type": "string", "description": "present when personal answers are unavailable"},
+            },
+            optional=("notice",),
+        ),
+        "BookDetail": _with("Book", {"bayes_rating": nullable_number, "generation": {"type": "string"}}),
+        "Similar": _page_of(
+            _with("Book", {"score": {"type": "number"}}), book_id={"type": "integer"}, generation={"type": "string"}
+        ),
+        "Popular": _page_of(_ref("Book"), generation={"type": "string"}),
+        "Search": _page_of(_ref("Book"), query={"type": "string"}, total={"type": "integer"}),
+        "Ratings": _page_of(
+            _with("Book", {"rating": {"type": "integer"}}),
+            user_id={"type": "integer"},
+            source={"enum": ["speed", "batch"]},
+        ),
+        "Because": _page_of(
+            _with("Book", {"contribution": {"type": "number"}}),
+            user_id={"type": "integer"},
+            book_id={"type": "integer"},
+            score={"type": "number"},
+        ),
+        "Estimates": _page_of(
+            _object({"book_id": {"type": "integer"}, "estimate": nullable_number}),
+            user_id={"type": "integer"},
+            source={"enum": ["speed", "batch"]},
+        ),
+        "Accepted": _object({"event_id": {"type": "string"}, "status": {"const": "accepted"}}),
+        "RatingEvent": _event_schema(),
+        "AnonymousRatings": anonymous,
+    }
+
+    def post(summary: str, body: str, ok: str, answer: str, params: list[dict[str, Any]] | None = None) -> Any:
+        return {
+            "post": {
+                "summary": summary,
+                "parameters": params or [],
+                "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(body)}}},
+                "responses": _answers(ok, answer, body=True),
+            }
         }
-    },
-}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ReadNext API",
+            "version": "1",
+            "description": "Errors are JSON ({error, status}); answers about one reader carry Cache-Control: no-store.",
+        },
+        "servers": [{"url": "/api/v1"}],
+        "paths": {
+            "/users/{user_id}/recommendations": _get(
+                "Recommendations for a reader: the speed view when it is newer than the batch generation, else the "
+                "batch view, else popular books; `source` says which answered.",
+                [
+                    user,
+                    *page,
+                    _param("exclude_known", "query", {"type": "boolean"}, "leave out books the reader rated"),
+                    *controls,
+                ],
+                "Recommendations",
+            ),
+            "/recommendations": post(
+                "Recommendations for an anonymous reader, folded in exactly in the request.",
+                "AnonymousRatings",
+                "200",
+                "Recommendations",
+                controls,
+            ),
+            "/books/{book_id}": _get("A book's metadata and popularity.", [book], "BookDetail"),
+            "/books/{book_id}/similar": _get("Books most similar to this one.", [book, *page], "Similar"),
+            "/books/popular": _get("Popular books (Bayesian average rating).", page, "Popular"),
+            "/books/search": _get(
+                "Search titles and authors.",
+                [
+                    _param(
+                        "q",
+                        "query",
+                        {"type": "string", "minLength": 1, "maxLength": 200},
+                        "words to find in titles and authors",
+                        required=True,
+                    ),
+                    *page,
+                ],
+                "Search",
+            ),
+            "/users/{user_id}/ratings": _get("The books a reader rated (batch and stream).", [user], "Ratings"),
+            "/users/{user_id}/because/{book_id}": _get(
+                "Which rated books explain a recommendation.", [user, book], "Because"
+            ),
+            "/users/{user_id}/estimate": _get(
+                "Predicted preference for some books.",
+                [
+                    user,
+                    _param(
+                        "books",
+                        "query",
+                        {"type": "string", "pattern": r"^[0-9]{1,10}(,[0-9]{1,10}){0,99}$"},
+                        "1 to 100 book ids, comma-separated",
+                        required=True,
+                    ),
+                ],
+                "Estimates",
+            ),
+            "/ratings": post(
+                "Post a rating to Kafka; answers 202 with the event id once the broker has it. An unknown book is 404.",
+                "RatingEvent",
+                "202",
+                "Accepted",
+            ),
+        },
+        "components": {"schemas": schemas},
+    }

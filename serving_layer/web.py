@@ -17,7 +17,6 @@ from readnext.events import InvalidEvent, parse_event
 from serving_layer.state import ServingState, Snapshot
 
 web = Blueprint("web", __name__)
-MAX_ANONYMOUS_RATINGS = 200
 
 
 def _state() -> ServingState:
@@ -121,8 +120,9 @@ def rate() -> Any:
             abort(503, "ratings cannot be taken right now; please try again in a moment")
     elif "anon" in session:
         ratings = dict(session["anon"])
-        if len(ratings) >= MAX_ANONYMOUS_RATINGS and str(event.book_id) not in ratings:
-            abort(400, f"an anonymous reader keeps at most {MAX_ANONYMOUS_RATINGS} ratings")
+        most = _state().config.serving.max_anonymous_ratings
+        if len(ratings) >= most and str(event.book_id) not in ratings:
+            abort(400, f"an anonymous reader keeps at most {most} ratings")
         ratings[str(event.book_id)] = event.rating
         session["anon"] = ratings
     else:

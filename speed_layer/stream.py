@@ -8,8 +8,10 @@
   skipping those already there, so a micro-batch replayed after a crash adds nothing twice.
 
 Both queries keep their Kafka offsets in checkpoints, so a restarted job resumes where it left
-off. A failing micro-batch (Kafka, HBase or Hive unavailable) stops the job with the error; the
-events stay in Kafka and are processed on restart: nothing is skipped silently.
+off. No record can stop a query: whatever it holds, it is stored or dead-lettered with its reason.
+A store that is away (Kafka, HBase or Hive) is retried `[speed] store_attempts` times with
+doubling delays; then the micro-batch fails, the job stops with the error, and its service
+restarts it from the checkpoint (deploy/service): the events stay in Kafka, nothing is skipped.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from readnext import artifacts
+from kafka.errors import MessageSizeTooLargeError
+
+from readnext import artifacts, master_dataset
 from readnext.clients import hbase_connection, kafka_producer
 from readnext.config import Config
-from readnext.events import InvalidEvent, ensure_topics, parse_event
+from readnext.events import InvalidEvent, StreamEvent, ensure_topics, parse_event
 from readnext.hbase_schema import generation_table
 from readnext.model import ModelHolder, ServedModel
-from speed_layer.view import StreamEvent, ensure_speed_table, rebase, update_readers
+from readnext.retry import with_retries
+from speed_layer.view import ensure_speed_table, rebase, update_readers
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -56,20 +61,40 @@ class Catalog:
         return self.ids
 
 
+def _kafka_rows(frame: DataFrame) -> list[Any]:
+    """The micro-batch's records; the broker's append time as epoch ms, never converted to a date in Python."""
+    from pyspark.sql import functions as F
+
+    return frame.select(
+        "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("append_ms")
+    ).collect()
+
+
 def _events(rows: list[Any], catalog: set[int] | None) -> tuple[list[StreamEvent], list[tuple[Any, str]]]:
-    """Split Kafka rows into valid events and (row, reason) rejects."""
+    """Split Kafka rows into valid events and (row, reason) rejects; no record can make this raise."""
     valid, invalid = [], []
     for r in rows:
         try:
-            event = parse_event(bytes(r.value) if r.value is not None else b"", catalog)
+            event = parse_event(bytes(r.value) if r.value is not None else b"", catalog, reference_ms=r.append_ms)
         except InvalidEvent as e:
             invalid.append((r, str(e)))
             continue
-        ts = event.ts_ms if event.ts_ms is not None else int(r.timestamp.timestamp() * 1000)
+        except Exception as e:  # noqa: BLE001 - a validation bug must not stop the job: the record goes aside
+            log.exception("validating %s-%s@%s failed", r.topic, r.partition, r.offset)
+            invalid.append((r, f"could not be validated: {type(e).__name__}"))
+            continue
+        ts = event.ts_ms if event.ts_ms is not None else int(r.append_ms)
         valid.append(
             StreamEvent(f"{r.topic}-{r.partition}", int(r.offset), event.user_id, event.book_id, event.rating, ts)
         )
     return valid, invalid
+
+
+def _store_retries(config: Config, work: Callable[[], Any], what: str) -> Any:
+    """Retry `work` while a store is away; a value's own error is raised at once."""
+    return with_retries(
+        work, what, config.speed.store_attempts, config.speed.store_retry_s, give_up=master_dataset.is_record_error
+    )
 
 
 class SpeedView:
@@ -98,8 +123,8 @@ class SpeedView:
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         """foreachBatch of the speed query."""
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "speed")
-        rows = frame.select("value", "topic", "partition", "offset", "timestamp").collect()
-        self.follow_generation()
+        rows = _kafka_rows(frame)
+        _store_retries(self.config, self.follow_generation, "following the current generation")
         if not rows:
             return
         model = self.holder.model
@@ -110,13 +135,16 @@ class SpeedView:
         by_user: dict[int, list[StreamEvent]] = defaultdict(list)
         for event in valid:
             by_user[event.user_id].append(event)
+        written = _store_retries(self.config, lambda: self._update(by_user), "writing the speed view")
+        log.info("speed batch %d: %d events, %d readers updated", batch_id, len(rows), written)
+
+    def _update(self, by_user: dict[int, list[StreamEvent]]) -> int:
         with self.lock:
             conn = hbase_connection(self.config)
             try:
-                written = update_readers(conn, self.config, self.holder.model, by_user, self.config.speed.top_n)
+                return update_readers(conn, self.config, self.holder.model, by_user, self.config.speed.top_n)
             finally:
                 conn.close()
-        log.info("speed batch %d: %d events, %d readers updated", batch_id, len(rows), written)
 
 
 class MasterBatch:
@@ -127,65 +155,59 @@ class MasterBatch:
         self.producer = None
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
-        from pyspark.sql import functions as F
-
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "master")
-        rows = frame.select("key", "value", "topic", "partition", "offset", "timestamp").collect()
+        rows = _kafka_rows(frame)
         if not rows:
             return
-        self.holder.refresh()
+        _store_retries(self.config, self.holder.refresh, "reading the current generation")
         model = self.holder.model
-        valid, invalid = _events(rows, self.catalog.for_model(model) if model else None)
-        if invalid:
-            self._dead_letters(invalid)
+        books = (
+            _store_retries(self.config, lambda: self.catalog.for_model(model), "reading the catalog") if model else None
+        )
+        valid, invalid = _events(rows, books)
         spark = frame.sparkSession
-        if valid:
-            new = spark.createDataFrame(
-                [(e.user_id, e.book_id, e.rating, e.ts_ms, e.offset, e.origin) for e in valid],
-                "user_id INT, book_id INT, rating INT, ts_ms BIGINT, seq BIGINT, origin STRING",
-            )
-            origins = sorted({e.origin for e in valid})
-            present = (
-                spark.table("ratings")
-                .where((F.col("source") == "stream") & F.col("origin").isin(origins))
-                .where(F.col("seq") >= min(e.offset for e in valid))
-                .select("origin", "seq")
-            )
-            fresh = new.join(present, ["origin", "seq"], "left_anti")
-            event_time = (F.col("ts_ms") / 1000).cast("timestamp")
-            fresh.select(
-                "user_id",
-                "book_id",
-                F.col("rating").cast("tinyint"),
-                event_time.alias("event_time"),
-                "seq",
-                "origin",
-                F.lit("stream").alias("source"),
-                F.to_date(event_time).alias("event_date"),
-            ).write.insertInto("ratings")
+        unstorable = _store_retries(
+            self.config, lambda: master_dataset.append_isolating(spark, valid), "appending to the master dataset"
+        )
+        if unstorable:
+            by_place = {(f"{r.topic}-{r.partition}", int(r.offset)): r for r in rows}
+            invalid += [(by_place[(e.origin, e.offset)], reason) for e, reason in unstorable]
+        if invalid:
+            _store_retries(self.config, lambda: self._dead_letters(invalid), "writing to the dead-letter topic")
         log.info(
-            "master batch %d: %d events, %d valid, %d to the dead-letter topic",
+            "master batch %d: %d events, %d stored, %d to the dead-letter topic",
             batch_id,
             len(rows),
-            len(valid),
+            len(valid) - len(unstorable),
             len(invalid),
         )
 
     def _dead_letters(self, invalid: list[tuple[Any, str]]) -> None:
         if self.producer is None:
             self.producer = kafka_producer(self.config)
+        sent = []
         for r, reason in invalid:
             headers = [
                 ("reason", reason.encode()),
                 ("source", f"{r.topic}-{r.partition}@{r.offset}".encode()),
             ]
-            self.producer.send(
-                self.config.kafka.dead_letter_topic,
-                key=bytes(r.key) if r.key is not None else None,
-                value=bytes(r.value) if r.value is not None else b"",
-                headers=headers,
+            key = bytes(r.key) if r.key is not None else None
+            value = bytes(r.value) if r.value is not None else b""
+            sent.append(
+                (
+                    self.producer.send(self.config.kafka.dead_letter_topic, key=key, value=value, headers=headers),
+                    key,
+                    value,
+                    headers,
+                )
             )
-        self.producer.flush()
+        for future, key, value, headers in sent:
+            try:
+                future.get(timeout=30)
+            except MessageSizeTooLargeError:  # the headers tipped a record at the size limit over it
+                cut = value[: len(value) // 2]
+                headers = [*headers, ("truncated", str(len(value)).encode())]
+                self.producer.send(self.config.kafka.dead_letter_topic, key=key, value=cut, headers=headers).get(30)
 
 
 class StreamingJob:

@@ -16,13 +16,14 @@ are keyed by origin and offset), so replays after a crash are harmless.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from readnext.config import Config
+from readnext.events import StreamEvent
 from readnext.hbase_schema import (
     ensure_table,
     generation_table,
@@ -36,18 +37,7 @@ from readnext.hbase_schema import (
 from readnext.merge import merged_history, pending
 from readnext.model import ServedModel
 
-
-@dataclass(frozen=True)
-class StreamEvent:
-    origin: str
-    offset: int
-    user_id: int
-    book_id: int
-    rating: int
-    ts_ms: int
-
-    def as_row(self) -> list[Any]:
-        return [self.origin, self.offset, self.book_id, self.rating, self.ts_ms]
+log = logging.getLogger("speed_layer")
 
 
 def ensure_speed_table(conn: Any, config: Config) -> None:
@@ -86,8 +76,12 @@ def _write_reader(
         out.delete(key)
         return 0
     history = merged_history(books, ratings, events)
-    vector = model.fold_in(history)
-    recs = model.recommend(vector, n, exclude=history)
+    try:
+        vector = model.fold_in(history)
+        recs = model.recommend(vector, n, exclude=history)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # this reader's numbers, not the store
+        log.exception("reader %s: fold-in failed; the speed row keeps its previous state", key.decode())
+        return 0
     out.put(
         key,
         {

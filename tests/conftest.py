@@ -13,8 +13,11 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 _TEST_STATE = Path(tempfile.mkdtemp(prefix="readnext-tests-"))
 from readnext.config import sandbox_env  # noqa: E402
@@ -92,8 +95,17 @@ def hive_db(spark, unique_name) -> Iterator[str]:
     spark.sql(f"DROP DATABASE {unique_name} CASCADE")
 
 
+class Served(NamedTuple):
+    """The `served` fixture: a generation's config, the ratings it was trained on, and the app serving it."""
+
+    config: Config
+    rows: list[tuple[int, int, int]]
+    client: FlaskClient
+    app: Flask
+
+
 @pytest.fixture(scope="session")
-def served(stack, spark, tmp_path_factory):
+def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
     """A generation on small data and an app serving it, with topics and tables of their own."""
     folder = tmp_path_factory.mktemp("api")
     name = f"api_{folder.name[-6:]}".replace("-", "_")
@@ -113,7 +125,7 @@ def served(stack, spark, tmp_path_factory):
     build_generation(spark, config)
     spark.sql("USE default")
     app = create_app(config)
-    yield config, rows, app.test_client(), app
+    yield Served(config, rows, app.test_client(), app)
     drop_sandbox(config)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 
 import pytest
 
 from readnext.clients import hbase_connection, kafka_consumer
+from readnext.events import StreamEvent
 from serving_layer.app import create_app
-from speed_layer.view import StreamEvent, update_readers
+from speed_layer.view import update_readers
 from tests.proxy import TcpProxy
 
 
@@ -113,13 +115,26 @@ def test_posting_a_rating_puts_it_on_kafka(served):
         ("get", "/api/v1/users/4/recommendations?exclude_known=maybe", None, 400),
         ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 5, "rating": 9}]}, 400),
         ("post", "/api/v1/recommendations", {"ratings": []}, 400),
-        ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 99999, "rating": 3}]}, 400),
+        ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 99999, "rating": 3}]}, 404),
+        ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 5, "rating": 3, "user_id": 9}]}, 400),
+        ("post", "/api/v1/recommendations", {"ratings": [{"book_id": 5, "rating": 3}], "x": 1}, 400),
+        ("post", "/api/v1/recommendations", "[" * 1000, 400),
+        ("post", "/api/v1/ratings", "[" * 1000, 400),
+        ("post", "/api/v1/ratings", {"user_id": 980009, "book_id": 1, "rating": 4, "ts": 2**63}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 1, "rating": 4, "ts": "1900-01-01T00:00:00Z"}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 1, "rating": 4, "ts": "9999-12-31T23:59:59Z"}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 1, "rating": 4, "ts": "yesterday"}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 2**31, "book_id": 1, "rating": 4}, 400),
+        ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 99999, "rating": 4}, 404),
         ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 5}, 400),
         ("post", "/api/v1/ratings", {"user_id": 1, "book_id": 5, "rating": "5"}, 400),
         ("get", "/api/v1/books/99999", None, 404),
         ("get", "/api/v1/books/99999/similar", None, 404),
         ("get", "/api/v1/books/search?q=", None, 400),
         ("get", "/api/v1/users/4/estimate?books=a,b", None, 400),
+        ("get", "/api/v1/users/4/estimate?books=1,,2", None, 400),
+        ("get", "/api/v1/users/4294967296/recommendations", None, 404),
+        ("get", "/api/v1//books/1", None, 404),
         ("get", "/api/v1/no/such/route", None, 404),
         ("post", "/api/v1/ratings", "x" * 70_000, 413),
     ],
@@ -128,11 +143,50 @@ def test_errors_are_json_with_the_right_status(served, method, path, body, statu
     _, _, client, _ = served
     if isinstance(body, str):
         reply = client.post(path, data=body, content_type="application/json")
+        assert reply.status_code < 500, "a malformed body is the client's error"
     else:
         reply = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
     assert reply.status_code == status
     assert reply.is_json and reply.get_json()["status"] == status and reply.get_json()["error"]
     assert "Traceback" not in reply.get_data(as_text=True)
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_a_plain_text_body_415(served):
+    _, _, client, app = served
+    big = json.dumps({"user_id": 1, "book_id": 1, "rating": 4, "pad": "x" * app.config["MAX_CONTENT_LENGTH"]})
+    reply = client.post(
+        "/api/v1/ratings",
+        input_stream=io.BytesIO(big.encode()),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert reply.status_code == 413 and reply.get_json()["status"] == 413
+    reply = client.post("/api/v1/ratings", data='{"user_id": 1}', content_type="text/plain")
+    assert reply.status_code == 415
+
+
+def test_405_names_the_allowed_methods(served):
+    _, _, client, _ = served
+    reply = client.delete("/api/v1/ratings")
+    assert reply.status_code == 405 and reply.is_json
+    assert reply.headers["Allow"].split(", ") and "POST" in reply.headers["Allow"]
+
+
+def test_no_redirect_is_built_from_the_clients_host(served):
+    _, _, client, _ = served
+    for path in ("//api/v1/books/1", "/api/v1/books/1/", "//evil.example/api/v1/books/1"):
+        reply = client.get(path, headers={"Host": "evil.example"})
+        assert reply.status_code in (200, 404) and "Location" not in reply.headers, path
+
+
+def test_answers_about_one_reader_are_not_stored_by_caches(served):
+    _, _, client, _ = served
+    assert client.get("/api/v1/users/4/recommendations").headers["Cache-Control"] == "no-store"
+    assert client.get("/api/v1/users/99999/ratings").headers["Cache-Control"] == "no-store"
+    anonymous = client.post("/api/v1/recommendations", json={"ratings": [{"book_id": 5, "rating": 4}]})
+    assert anonymous.headers["Cache-Control"] == "no-store"
+    assert "Cache-Control" not in client.get("/api/v1/books/popular").headers
 
 
 def test_kafka_down_means_503_with_advice(served):

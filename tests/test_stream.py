@@ -11,8 +11,8 @@ import pytest
 from batch_layer.generation import build_generation
 from batch_layer.ingest import DataFiles, ingest
 from readnext import artifacts
-from readnext.clients import hbase_connection, kafka_consumer
-from readnext.events import RatingProducer
+from readnext.clients import hbase_connection, kafka_consumer, kafka_producer
+from readnext.events import EARLIEST_TS_MS, RatingProducer
 from readnext.hbase_schema import row_key, speed_table, unpack_floats, unpack_ids
 from readnext.model import ModelHolder
 from speed_layer import stream
@@ -158,3 +158,85 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     batch1000 = conn.table(generation_table(config, generation, "users")).row(row_key(1000))
     assert unpack_ids(batch1000[b"h:books"]).tolist() == [3]
     conn.close()
+
+
+_BOUNDARY_INTS = [0, 1, -1, 5, 6, 2**31 - 1, 2**31, 2**63 - 1, 2**63, -(2**63), 10**30]
+
+
+def _records():
+    """Kafka records as anyone could send them: arbitrary bytes and JSON, and events with boundary values."""
+    from hypothesis import strategies as st
+
+    numbers = st.sampled_from(_BOUNDARY_INTS) | st.integers() | st.floats(allow_nan=True)
+    times = (
+        numbers
+        | st.sampled_from([EARLIEST_TS_MS - 1, EARLIEST_TS_MS, 2**63, "1900-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+        | st.text(max_size=40)
+    )
+    json_values = st.recursive(
+        st.none() | st.booleans() | numbers | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
+    events = st.fixed_dictionaries(
+        {"user_id": st.integers(1, 3000) | numbers, "book_id": st.integers(1, 95) | numbers, "rating": numbers},
+        optional={"ts": times, "event_id": st.text(max_size=70), "extra": json_values},
+    )
+    values = (
+        events.map(lambda e: json.dumps(e, allow_nan=True).encode())
+        | json_values.map(lambda v: json.dumps(v, allow_nan=True).encode())
+        | st.binary(max_size=200)
+        | st.just(b"[" * 5000)
+        | st.none()
+    )
+    keyed = st.tuples(st.none() | st.binary(max_size=12), values).filter(lambda kv: kv != (None, None))
+    return st.lists(keyed, min_size=1, max_size=40)
+
+
+def _dead_lettered(config) -> set[str]:
+    consumer = kafka_consumer(
+        config, config.kafka.dead_letter_topic, auto_offset_reset="earliest", consumer_timeout_ms=2_000
+    )
+    sources = {dict(r.headers)["source"].decode() for r in consumer}
+    consumer.close()
+    return sources
+
+
+def test_no_record_stops_the_job_and_every_record_is_accounted_for(live, spark):
+    """Whatever a record holds, it lands in the master dataset or in the dead-letter topic, and the job runs on."""
+    from hypothesis import HealthCheck, given, settings
+
+    config, _, job = live
+    producer = kafka_producer(config)
+    issue_record = json.dumps({"user_id": 980009, "book_id": 1, "rating": 4, "ts": 2**63}).encode()
+
+    def send(records: list[tuple[bytes | None, bytes | None]]) -> set[str]:
+        futures = [producer.send(config.kafka.ratings_topic, key=k, value=v) for k, v in records]
+        return {f"{m.topic}-{m.partition}@{m.offset}" for m in (f.get(timeout=30) for f in futures)}
+
+    def accounted(sent: set[str]) -> None:
+        def landed_and_dead() -> bool:
+            spark.catalog.refreshTable("ratings")
+            stored = spark.table("ratings").where("source = 'stream'").select("origin", "seq").collect()
+            landed = {f"{r.origin}@{r.seq}" for r in stored}
+            dead = _dead_lettered(config)
+            assert not landed & dead, "a record both stored and dead-lettered"
+            return sent <= landed | dead
+
+        wait_for(
+            lambda: landed_and_dead() or job.failures(), f"{len(sent)} records accounted for", master_timeout(config)
+        )
+        assert not job.failures(), job.failures()
+        assert all(q.isActive for q in job.queries)
+
+    sent = send([(b"980009", issue_record)])
+    accounted(sent)
+    assert sent <= _dead_lettered(config), "the out-of-range timestamp is dead-lettered"
+
+    @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_records())
+    def any_records(records):
+        accounted(send(records))
+
+    any_records()
+    producer.close()
