@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config()
     spark = get_spark(config, app_name=f"readnext-batch-{args.command}")
-    spark.sparkContext.setLogLevel("WARN")
     try:
         if args.command in ("ingest", "run"):
             ingest(spark, _files(args), RatingColumns(args.user_col, args.book_col, args.rating_col))

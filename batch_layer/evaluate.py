@@ -1,45 +1,62 @@
-"""Held-out evaluation of a generation: ranking metrics for ALS and for the popularity baseline.
+"""Held-out evaluation of a generation with one ALS training: readers held out, then folded in.
 
-Protocol: per reader holdout. Of each reader with at least `eval_min_ratings` ratings a seeded
-random `holdout_fraction` is held out; the model is trained on the rest. For up to `eval_users`
-readers (seeded sample) the top `eval_k` books, excluding the reader's training books, are
-compared with the held-out books rated `relevant_min_rating` stars or more.
+Protocol (Oryx publishes the model built on its training split the same way): of the readers
+with at least `eval_min_ratings` ratings a seeded sample, `eval_users` at most and
+`eval_reader_share` of them at most, is left out of training altogether. The one ALS model is
+trained on everyone else. Each held-out reader's ratings are shuffled (seeded); `holdout_fraction`
+of them is hidden, the rest is folded in exactly against the trained book factors
+(readnext.foldin, the speed layer's and the serving layer's fold-in), and the top `eval_k` books
+(the folded-in ones excluded) are compared with the hidden books rated `relevant_min_rating`
+stars or more. The same readers are then served from their whole history folded in, as the speed
+layer would serve a new reader.
 
 NDCG@k uses binary relevance; Recall@k is hits / min(k, relevant); MAP@k averages precision at
 each hit over min(k, relevant); catalog coverage is the share of books recommended to anyone.
+For explicit feedback RMSE is taken over the hidden ratings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from batch_layer.train import Factors
-from readnext.config import BatchConfig
-from readnext.foldin import recommend, top_n
+from readnext.config import BatchConfig, ModelConfig
+from readnext.foldin import FoldInParams, fold_in, gramian, recommend, top_n
 
 if TYPE_CHECKING:
-    from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame
 
 
-def split_per_user(ratings: DataFrame, fraction: float, min_ratings: int, seed: int) -> tuple[DataFrame, DataFrame]:
-    """(train, test): a seeded random `fraction` of each eligible reader's ratings goes to test."""
-    from pyspark.sql import Window
+@dataclass(frozen=True)
+class HeldOut:
+    """Readers left out of training: per reader, the book ids and stars of all their ratings."""
+
+    readers: dict[int, tuple[np.ndarray, np.ndarray]]
+
+
+def hold_out_readers(ratings: DataFrame, batch: BatchConfig, seed: int) -> tuple[DataFrame, HeldOut]:
+    """(the training ratings, the held-out readers): a seeded sample of eligible readers leaves training."""
     from pyspark.sql import functions as F
 
-    by_user = Window.partitionBy("user_id")
-    shuffled = Window.partitionBy("user_id").orderBy(F.rand(seed), "book_id")
-    marked = (
-        ratings.withColumn("_n", F.count("*").over(by_user))
-        .withColumn("_i", F.row_number().over(shuffled))
-        .withColumn("_test", (F.col("_n") >= min_ratings) & (F.col("_i") <= F.round(F.col("_n") * fraction)))
-        .cache()
+    eligible = sorted(
+        r.user_id
+        for r in ratings.groupBy("user_id").count().where(F.col("count") >= batch.eval_min_ratings).collect()
     )
-    cols = ratings.columns
-    return marked.where(~F.col("_test")).select(*cols), marked.where(F.col("_test")).select(*cols)
+    n = min(batch.eval_users, int(round(len(eligible) * batch.eval_reader_share)))
+    chosen = np.sort(np.random.default_rng(seed).choice(eligible, size=n, replace=False)) if n else []
+    spark = ratings.sparkSession
+    chosen_frame = F.broadcast(spark.createDataFrame([(int(u),) for u in chosen], "user_id INT"))
+    readers: dict[int, tuple[list[int], list[int]]] = {}
+    for r in ratings.join(chosen_frame, "user_id").select("user_id", "book_id", "rating").collect():
+        books, stars = readers.setdefault(r.user_id, ([], []))
+        books.append(r.book_id)
+        stars.append(r.rating)
+    held = HeldOut({u: (np.array(b, dtype=np.int64), np.array(s, dtype=np.float64)) for u, (b, s) in readers.items()})
+    return ratings.join(chosen_frame, "user_id", "left_anti"), held
 
 
 def ranking_metrics(recommended: Sequence[np.ndarray], relevant: Sequence[set[int]], k: int, n_items: int) -> dict:
@@ -65,55 +82,59 @@ def ranking_metrics(recommended: Sequence[np.ndarray], relevant: Sequence[set[in
     }
 
 
-def evaluate(
-    train: DataFrame,
-    test: DataFrame,
-    model: ALSModel,
-    users: Factors,
-    books: Factors,
-    batch: BatchConfig,
-    seed: int,
-    implicit: bool,
+def evaluate_held_out(
+    held: HeldOut, books: Factors, counts: np.ndarray, model: ModelConfig, batch: BatchConfig
 ) -> dict[str, dict]:
-    """Metrics of the ALS model and of the popularity baseline on the held-out readers."""
-    from pyspark.sql import functions as F
-
-    relevant_rows = test.where(F.col("rating") >= batch.relevant_min_rating).select("user_id", "book_id")
-    candidates = sorted({r.user_id for r in relevant_rows.select("user_id").distinct().collect()})
-    rng = np.random.default_rng(seed)
-    sample = sorted(rng.choice(candidates, size=min(batch.eval_users, len(candidates)), replace=False).tolist())
-    chosen = train.sparkSession.createDataFrame([(int(u),) for u in sample], "user_id INT")
-    relevant: dict[int, set[int]] = {}
-    for r in relevant_rows.join(F.broadcast(chosen), "user_id").collect():
-        relevant.setdefault(r.user_id, set()).add(r.book_id)
-    known: dict[int, list[int]] = {}
-    for r in train.select("user_id", "book_id").join(F.broadcast(chosen), "user_id").collect():
-        known.setdefault(r.user_id, []).append(r.book_id)
-
-    row_of, user_row = books.row_of(), users.row_of()
-    counts = {r.book_id: r["count"] for r in train.groupBy("book_id").count().collect()}
-    popularity = np.array([counts.get(int(b), 0) for b in books.ids], dtype=float)
+    """Metrics of the ALS model (held-out readers folded in) and of the popularity baseline (`counts` per book row)."""
+    rng = np.random.default_rng(model.seed)
+    params = FoldInParams.from_config(model)
+    vectors = np.asarray(books.vectors, dtype=np.float64)
+    yty = gramian(vectors) if params.implicit else None
+    row_of = books.row_of()
     k = batch.eval_k
-    als_lists, pop_lists, rel_lists = [], [], []
-    for user in sample:
-        exclude = np.array([row_of[b] for b in known.get(user, []) if b in row_of], dtype=np.int64)
-        if user in user_row:
-            idx, _ = recommend(users.vectors[user_row[user]], books.vectors, k, exclude)
-        else:
-            idx = np.zeros(0, dtype=np.int64)
-        als_lists.append(books.ids[idx])
-        pop_lists.append(books.ids[top_n(popularity, k, exclude)[0]])
-        rel_lists.append(relevant[user])
+    als_lists, pop_lists, rel_lists, errors = [], [], [], []
+    for user in sorted(held.readers):
+        ids, stars = held.readers[user]
+        order = rng.permutation(len(ids))
+        n_hidden = int(round(len(ids) * batch.holdout_fraction))
+        hidden, known = order[:n_hidden], order[n_hidden:]
+        known = np.array([i for i in known if int(ids[i]) in row_of], dtype=np.int64)
+        rows = np.array([row_of[int(ids[i])] for i in known], dtype=np.int64)
+        relevant = {
+            int(ids[i]) for i in hidden if stars[i] >= batch.relevant_min_rating and int(ids[i]) in row_of
+        }
+        x = fold_in(vectors, rows, stars[known], params, yty)
+        if not params.implicit:
+            scored = [i for i in hidden if int(ids[i]) in row_of]
+            errors.extend(vectors[[row_of[int(ids[i])] for i in scored]] @ x - stars[scored])
+        if not relevant:
+            continue
+        als_lists.append(books.ids[recommend(x, vectors, k, rows)[0]])
+        pop_lists.append(books.ids[top_n(counts, k, rows)[0]])
+        rel_lists.append(relevant)
     n_items = len(books.ids)
     results = {
         "als": ranking_metrics(als_lists, rel_lists, k, n_items),
         "popularity": ranking_metrics(pop_lists, rel_lists, k, n_items),
     }
-    if not implicit:
-        from pyspark.ml.evaluation import RegressionEvaluator
-
-        predicted = model.transform(test.withColumn("value", F.col("rating").cast("float")))
-        results["als"]["rmse"] = RegressionEvaluator(
-            metricName="rmse", labelCol="value", predictionCol="prediction"
-        ).evaluate(predicted)
+    if errors:
+        results["als"]["rmse"] = float(np.sqrt(np.mean(np.square(errors))))
     return results
+
+
+def fold_in_held_out(held: HeldOut, books: Factors, model: ModelConfig, n: int) -> list[tuple]:
+    """Rows of the user_recommendations view for the held-out readers: whole history folded in, top `n`."""
+    params = FoldInParams.from_config(model)
+    vectors = np.asarray(books.vectors, dtype=np.float64)
+    yty = gramian(vectors) if params.implicit else None
+    row_of = books.row_of()
+    out = []
+    for user in sorted(held.readers):
+        ids, stars = held.readers[user]
+        keep = np.array([int(b) in row_of for b in ids], dtype=bool)
+        rows = np.array([row_of[int(b)] for b in ids[keep]], dtype=np.int64)
+        x = fold_in(vectors, rows, stars[keep], params, yty)
+        idx, scores = recommend(x, vectors, n, rows)
+        recs = [(int(books.ids[i]), float(s)) for i, s in zip(idx, scores, strict=True)]
+        out.append((int(user), x.astype(np.float32).tolist(), ids.tolist(), stars.astype(int).tolist(), recs))
+    return out

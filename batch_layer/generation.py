@@ -1,6 +1,7 @@
 """A batch run's product: one immutable generation of views, made current only once complete.
 
-Order of work: train (after an optional held-out evaluation), write every view to Hive and HBase,
+Order of work: hold some readers out, train ALS once, evaluate by folding the held-out readers in
+(batch_layer/evaluate.py; they are served by fold-in too), write every view to Hive and HBase,
 publish the book factors to the artifact store, then flip the 'current' pointers (HBase first,
 the artifact store's CURRENT last). A failure before the flip removes what the run wrote and
 leaves the previous generation serving. Generations beyond `keep_generations` are pruned.
@@ -14,8 +15,10 @@ import logging
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from batch_layer import views
-from batch_layer.evaluate import evaluate, split_per_user
+from batch_layer.evaluate import HeldOut, evaluate_held_out, fold_in_held_out, hold_out_readers
 from batch_layer.stages import stage
 from batch_layer.train import collect_factors, fit_als, latest_ratings
 from readnext import artifacts
@@ -83,30 +86,26 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
             .collect()
         }
         metrics: dict[str, Any] = {}
+        train, held = ratings, HeldOut({})
         if batch_cfg.evaluate:
-            with stage("evaluate (held-out readers' ratings)") as done:
-                train, test = split_per_user(
-                    ratings, batch_cfg.holdout_fraction, batch_cfg.eval_min_ratings, model_cfg.seed
-                )
-                eval_model = fit_als(train, model_cfg)
-                metrics = done(
-                    evaluate(
-                        train,
-                        test,
-                        eval_model,
-                        collect_factors(eval_model.userFactors),
-                        collect_factors(eval_model.itemFactors),
-                        batch_cfg,
-                        model_cfg.seed,
-                        model_cfg.implicit,
-                    )
-                )
-        with stage("train ALS on all ratings") as done:
-            model = fit_als(ratings, model_cfg)
+            with stage("hold out readers for evaluation") as done:
+                train, held = hold_out_readers(ratings, batch_cfg, model_cfg.seed)
+                done({"held_out_readers": len(held.readers)})
+        with stage("train ALS") as done:
+            model = fit_als(train, model_cfg)
             books = collect_factors(model.itemFactors)
-            done({"books": len(books.ids), "rank": model.rank})
+            done({"books": len(books.ids), "rank": model.rank, "iterations": model_cfg.iterations})
+        if held.readers:
+            with stage("evaluate (held-out readers folded in)") as done:
+                counts = {r.book_id: r["count"] for r in train.groupBy("book_id").count().collect()}
+                popularity = np.array([counts.get(int(b), 0) for b in books.ids], dtype=float)
+                metrics = done(evaluate_held_out(held, books, popularity, model_cfg, batch_cfg))
         with stage("compute views") as done:
-            recs = views.user_recommendations(spark, model.userFactors, ratings, books, batch_cfg.top_n).cache()
+            recs = views.user_recommendations(spark, model.userFactors, ratings, books, batch_cfg.top_n)
+            if held.readers:
+                folded = fold_in_held_out(held, books, model_cfg, batch_cfg.top_n)
+                recs = recs.unionByName(spark.createDataFrame(folded, views.USER_VIEW))
+            recs = recs.cache()
             similar = spark.createDataFrame(
                 views.similar_books(books, batch_cfg.similar_k), f"book_id INT, similar {views.REC_TYPE}"
             ).cache()

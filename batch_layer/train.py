@@ -50,6 +50,7 @@ def fit_als(ratings: DataFrame, model: ModelConfig, rank: int | None = None, reg
     if model.implicit:
         value = value - F.lit(float(model.rating_offset))
     frame = ratings.select("user_id", "book_id", value.alias("value"))
+    blocks = model.blocks or ratings.sparkSession.sparkContext.defaultParallelism
     als = ALS(
         rank=rank or model.rank,
         maxIter=model.iterations,
@@ -60,6 +61,9 @@ def fit_als(ratings: DataFrame, model: ModelConfig, rank: int | None = None, reg
         itemCol="book_id",
         ratingCol="value",
         seed=model.seed,
+        checkpointInterval=model.checkpoint_interval,
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
         coldStartStrategy="drop",
     )
     return als.fit(frame)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 REC_TYPE = "ARRAY<STRUCT<book_id: INT, score: FLOAT>>"
+USER_VIEW = f"user_id INT, features ARRAY<FLOAT>, h_books ARRAY<INT>, h_ratings ARRAY<INT>, recs {REC_TYPE}"
 
 
 def user_recommendations(
@@ -38,8 +39,7 @@ def user_recommendations(
             recs = [(int(ids[i]), float(s)) for i, s in zip(idx, scores, strict=True)]
             yield r.user_id, list(r.features), r.h_books, r.h_ratings, recs
 
-    schema = f"user_id INT, features ARRAY<FLOAT>, h_books ARRAY<INT>, h_ratings ARRAY<INT>, recs {REC_TYPE}"
-    return spark.createDataFrame(joined.rdd.mapPartitions(top), schema)
+    return spark.createDataFrame(joined.rdd.mapPartitions(top), USER_VIEW)
 
 
 def similar_books(books: Factors, k: int, chunk: int = 1024) -> list[tuple[int, list[tuple[int, float]]]]:

@@ -53,6 +53,8 @@ class SparkConfig:
     metastore_jdbc_url: str
     metastore_dir: Path
     warehouse_dir: Path
+    checkpoint_dir: str
+    log_level: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +87,8 @@ class ModelConfig:
     iterations: int
     rating_offset: float
     seed: int
+    checkpoint_interval: int
+    blocks: int
 
     @property
     def implicit(self) -> bool:
@@ -100,6 +104,7 @@ class BatchConfig:
     holdout_fraction: float
     eval_min_ratings: int
     eval_users: int
+    eval_reader_share: float
     eval_k: int
     relevant_min_rating: int
     popularity_prior_count: float
@@ -162,6 +167,14 @@ class Config:
     speed: SpeedConfig
     supervisor: SupervisorConfig
     serving: ServingConfig
+
+
+def local_or_uri(value: str) -> str:
+    """A setting that is a URI (hdfs://, s3://) as it is, or a local path resolved from the project root."""
+    if "://" in value:
+        return value
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)
 
 
 def _read_toml(path: Path) -> dict[str, dict[str, Any]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from readnext.config import Config
+from readnext.config import Config, local_or_uri
+
+log = logging.getLogger("readnext.spark")
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -34,7 +37,39 @@ def derby_client_jars(config: Config) -> list[Path]:
     return jars
 
 
-def spark_conf(config: Config) -> dict[str, str]:
+LOG4J2 = """# Written by readnext.spark for each application: the console shows {level} and above,
+# {log} keeps everything at INFO.
+status = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{HH:mm:ss}} %p %c{{1}}: %m%n
+appender.console.filter.threshold.type = ThresholdFilter
+appender.console.filter.threshold.level = {level}
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.append = false
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{ISO8601}} %p %c: %m%n
+rootLogger.level = info
+rootLogger.appenderRef.console.ref = console
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+def log4j2_file(config: Config, app_name: str) -> Path:
+    """Spark's logging for one application: `[spark] log_level` on the console, all of it in a file."""
+    folder = config.stack.state_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = config.stack.state_dir / "spark" / f"log4j2-{app_name}.properties"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(LOG4J2.format(level=config.spark.log_level.upper(), log=folder / f"spark-{app_name}.log"))
+    return path
+
+
+def spark_conf(config: Config, app_name: str = "readnext") -> dict[str, str]:
     """The settings every ReadNext Spark application runs with, also usable as spark-submit --conf."""
     sc = config.spark
     conf = {
@@ -50,7 +85,12 @@ def spark_conf(config: Config) -> dict[str, str]:
         # get cores while its master-dataset query's Hive append runs (scheduler pools by query).
         "spark.scheduler.mode": "FAIR",
         "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
+        # One BLAS thread per task: Spark runs a task per core already (readnext/__init__.py sets
+        # the same for the driver, whose environment local-mode executors share).
+        "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
+        "spark.executorEnv.OMP_NUM_THREADS": "1",
     }
+    java_options = [f"-Dlog4j2.configurationFile=file:{log4j2_file(config, app_name)}"]
     if sc.metastore_uri:
         conf["spark.hadoop.hive.metastore.uris"] = sc.metastore_uri
     elif sc.metastore_jdbc_url:
@@ -61,8 +101,14 @@ def spark_conf(config: Config) -> dict[str, str]:
     else:
         db = sc.metastore_dir / "metastore_db"
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={db};create=true"
-        conf["spark.driver.extraJavaOptions"] = f"-Dderby.system.home={sc.metastore_dir}"
+        java_options.append(f"-Dderby.system.home={sc.metastore_dir}")
+    conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
     return conf
+
+
+def blas_name(spark: SparkSession) -> str:
+    """The BLAS implementation Spark's netlib loaded in the driver's JVM (JNIBLAS: the native one)."""
+    return spark.sparkContext._jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
 
 
 def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
@@ -73,13 +119,16 @@ def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
     os.environ.setdefault("PYSPARK_PYTHON", config.spark.python or sys.executable)
     config.spark.metastore_dir.mkdir(parents=True, exist_ok=True)
     config.spark.warehouse_dir.mkdir(parents=True, exist_ok=True)
-    conf = spark_conf(config)
+    conf = spark_conf(config, app_name)
     if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit: its --master decides
         del conf["spark.master"]
     builder = SparkSession.builder.appName(app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    return builder.enableHiveSupport().getOrCreate()
+    spark = builder.enableHiveSupport().getOrCreate()
+    spark.sparkContext.setCheckpointDir(local_or_uri(config.spark.checkpoint_dir))
+    log.info("Spark %s (%s): BLAS %s", spark.version, spark.sparkContext.master, blas_name(spark))
+    return spark
 
 
 def read_kafka_topic(spark: SparkSession, config: Config, topic: str) -> DataFrame:

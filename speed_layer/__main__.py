@@ -79,7 +79,6 @@ def _stream(config: Config, only: str | None) -> int:
         return False
 
     spark = get_spark(config, app_name=f"readnext-speed-{only or 'stream'}")
-    spark.sparkContext.setLogLevel("WARN")
     try:
         run(spark, config, until=stop_now, queries=queries)
     except KeyboardInterrupt:

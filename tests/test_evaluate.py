@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from batch_layer import quality
-from batch_layer.evaluate import evaluate, ranking_metrics, split_per_user
+from batch_layer.evaluate import evaluate_held_out, fold_in_held_out, hold_out_readers, ranking_metrics
 from batch_layer.train import collect_factors, fit_als
 from batch_layer.tune import grid_search
+from readnext.foldin import FoldInParams, fold_in
 from tests.data import taste_ratings, write_ratings
 
 
@@ -21,31 +24,37 @@ def test_ranking_metrics_by_hand():
     assert m["coverage"] == 0.6
 
 
-def test_split_holds_out_a_share_of_each_eligible_reader(spark):
-    rows = taste_ratings(seed=1, users=40, books=60, per_user=20) + [(999, 1, 5), (999, 2, 4)]
+def test_readers_are_held_out_of_training_whole_seeded_and_capped(spark, config):
+    rows = taste_ratings(seed=1, users=60, books=60, per_user=20) + [(999, 1, 5), (999, 2, 4)]
     frame = spark.createDataFrame(rows, "user_id INT, book_id INT, rating INT")
-    train, test = split_per_user(frame, 0.2, 5, seed=3)
-    held = test.groupBy("user_id").count().collect()
-    assert {r.user_id for r in held} == set(range(1, 41)), "readers with fewer than 5 ratings keep all of them"
-    assert all(r["count"] == 4 for r in held)
-    assert train.count() + test.count() == len(rows)
-    again = split_per_user(frame, 0.2, 5, seed=3)[1]
-    assert sorted(map(tuple, again.collect())) == sorted(map(tuple, test.collect())), "seeded"
+    batch = dataclasses.replace(config.batch, eval_users=100, eval_reader_share=0.1, eval_min_ratings=5)
+    train, held = hold_out_readers(frame, batch, seed=3)
+    assert len(held.readers) == 6, "a tenth of the 60 eligible readers"
+    assert 999 not in held.readers, "readers with fewer than 5 ratings always train"
+    assert not {r.user_id for r in train.select("user_id").distinct().collect()} & set(held.readers)
+    assert train.count() + sum(len(b) for b, _ in held.readers.values()) == len(rows)
+    assert len(hold_out_readers(frame, dataclasses.replace(batch, eval_users=3), seed=3)[1].readers) == 3
+    assert hold_out_readers(frame, batch, seed=3)[1].readers.keys() == held.readers.keys(), "seeded"
 
 
-def test_explicit_model_reports_rmse(spark, config):
-    rows = taste_ratings(seed=2, users=120, books=80, per_user=20)
+def test_held_out_readers_are_folded_in_for_the_metrics_and_the_view(spark, config):
+    rows = taste_ratings(seed=2, users=160, books=80, per_user=20)
     frame = spark.createDataFrame(rows, "user_id INT, book_id INT, rating INT")
     model_cfg = dataclasses.replace(config.model, feedback="explicit", rank=6, iterations=8, reg=0.1)
-    train, test = split_per_user(frame, 0.2, 5, seed=1)
+    batch = dataclasses.replace(config.batch, eval_users=500, eval_reader_share=0.25)
+    train, held = hold_out_readers(frame, batch, seed=1)
     model = fit_als(train, model_cfg)
-    batch = dataclasses.replace(config.batch, eval_users=500)
-    result = evaluate(
-        train, test, model, collect_factors(model.userFactors), collect_factors(model.itemFactors), batch, 1, False
-    )
+    books = collect_factors(model.itemFactors)
+    result = evaluate_held_out(held, books, np.ones(len(books.ids)), model_cfg, batch)
     assert 0.3 < result["als"]["rmse"] < 1.5
     assert "rmse" not in result["popularity"]
-    assert 0 < result["als"]["users"] == result["popularity"]["users"] <= 120, "readers with a liked held-out book"
+    assert 0 < result["als"]["users"] == result["popularity"]["users"] <= len(held.readers) == 40
+    served = fold_in_held_out(held, books, model_cfg, n=5)
+    user, vector, h_books, _, recs = served[0]
+    assert user == min(held.readers) and len(recs) == 5 and not {b for b, _ in recs} & set(h_books)
+    ids, stars = held.readers[user]
+    exact = fold_in(books.vectors, [books.row_of()[int(b)] for b in ids], stars, FoldInParams.from_config(model_cfg))
+    assert np.allclose(vector, exact, atol=1e-5), "served by the same exact fold-in"
 
 
 def test_grid_search_scores_every_combination_on_the_validation_readers(spark, config, tmp_path):
