@@ -12,11 +12,13 @@ start: setup
 
 stop:
 	deploy/service web stop
+	deploy/service batch stop
 	deploy/service speed stop
 	deploy/stack stop
 
 status:
 	-deploy/service speed status
+	-deploy/service batch status
 	-deploy/service web status
 	deploy/stack status
 

@@ -80,12 +80,33 @@ def _tune(spark, config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(spark, config) -> int:
+    import signal
+    import threading
+
+    from batch_layer.service import BatchService
+
+    stop = threading.Event()
+
+    def on_term(signum: int, frame: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt  # a run in progress removes what it wrote; the current generation stays
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        BatchService(spark, config).run(stop)
+    except KeyboardInterrupt:
+        logging.getLogger("batch_layer").info("batch service: stopped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch_layer", description="ReadNext batch layer")
     sub = parser.add_subparsers(dest="command", required=True)
     ingest_p = sub.add_parser("ingest", help="import goodbooks-10k files into the Hive master dataset")
     _add_data_options(ingest_p, ("books", "tags", "book-tags", "to-read"))
     sub.add_parser("train", help="train ALS and publish a new generation of batch views")
+    sub.add_parser("serve", help="the batch service: a new generation whenever enough new ratings arrived")
     run_p = sub.add_parser("run", help="ingest, then train and publish (the whole batch run)")
     _add_data_options(run_p, ("books", "tags", "book-tags", "to-read"))
     evaluate_p = sub.add_parser(
@@ -143,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from batch_layer.generation import build_generation
     from batch_layer.ingest import RatingColumns, ingest
+    from batch_layer.service import BatchRunning, batch_lock
     from readnext.spark import get_spark
 
     config = load_config()
@@ -154,8 +176,15 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(spark, config, args)
         if args.command == "evaluate":
             return _evaluate(spark, config, args)
+        if args.command == "serve":
+            return _serve(spark, config)
         if args.command in ("train", "run"):
-            generation = build_generation(spark, config)
+            try:
+                with batch_lock(config):
+                    generation = build_generation(spark, config)
+            except BatchRunning as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
             print(f"generation {generation} is current")
     finally:
         spark.stop()

@@ -43,8 +43,7 @@ def hold_out_readers(ratings: DataFrame, batch: BatchConfig, seed: int) -> tuple
     from pyspark.sql import functions as F
 
     eligible = sorted(
-        r.user_id
-        for r in ratings.groupBy("user_id").count().where(F.col("count") >= batch.eval_min_ratings).collect()
+        r.user_id for r in ratings.groupBy("user_id").count().where(F.col("count") >= batch.eval_min_ratings).collect()
     )
     n = min(batch.eval_users, int(round(len(eligible) * batch.eval_reader_share)))
     chosen = np.sort(np.random.default_rng(seed).choice(eligible, size=n, replace=False)) if n else []
@@ -100,9 +99,7 @@ def evaluate_held_out(
         hidden, known = order[:n_hidden], order[n_hidden:]
         known = np.array([i for i in known if int(ids[i]) in row_of], dtype=np.int64)
         rows = np.array([row_of[int(ids[i])] for i in known], dtype=np.int64)
-        relevant = {
-            int(ids[i]) for i in hidden if stars[i] >= batch.relevant_min_rating and int(ids[i]) in row_of
-        }
+        relevant = {int(ids[i]) for i in hidden if stars[i] >= batch.relevant_min_rating and int(ids[i]) in row_of}
         x = fold_in(vectors, rows, stars[known], params, yty)
         if not params.implicit:
             scored = [i for i in hidden if int(ids[i]) in row_of]

@@ -26,6 +26,7 @@ from readnext.clients import hbase_connection, hbase_pool
 from readnext.config import Config
 from readnext.hbase_schema import CURRENT_ROW, ensure_table, generation_table, generations_table
 from readnext.hive import ensure_tables
+from readnext.spark import blas_name
 from readnext.view_reader import ViewReader
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
             "model": dataclasses.asdict(model_cfg),
             "batch": dataclasses.asdict(batch_cfg),
             "metrics": metrics,
+            "blas": blas_name(spark),
         }
         with stage("publish artifacts", config.artifacts.uri):
             store = artifacts.open_store(config)

@@ -108,6 +108,9 @@ class BatchConfig:
     eval_k: int
     relevant_min_rating: int
     popularity_prior_count: float
+    check_s: float
+    min_new_ratings: int
+    interval_s: float
 
 
 @dataclasses.dataclass(frozen=True)

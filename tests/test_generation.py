@@ -49,6 +49,7 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         assert factors.shape == (150, 8) and sorted(ids.tolist()) == list(range(1, 151))
         metrics = manifest["metrics"]
         assert metrics["als"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
+        assert manifest["blas"].startswith("dev.ludovic.netlib.blas."), "the manifest says which BLAS trained it"
         assert manifest["counts"] == {"ratings": len(master), "users": 240, "books": 150}
         assert manifest["data_cutoff"] is not None
 

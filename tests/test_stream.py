@@ -13,7 +13,7 @@ from batch_layer.ingest import DataFiles, ingest
 from readnext import artifacts
 from readnext.clients import hbase_connection, kafka_consumer, kafka_producer
 from readnext.events import EARLIEST_TS_MS, RatingProducer
-from readnext.hbase_schema import row_key, speed_table, unpack_floats, unpack_ids
+from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids
 from readnext.model import ModelHolder
 from speed_layer import stream
 from tests.conftest import drop_sandbox
@@ -113,7 +113,7 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     import threading
 
     from batch_layer.generation import current_generation
-    from readnext.hbase_schema import generation_table, unpack_ratings
+    from readnext.hbase_schema import unpack_ratings
 
     config, rows, job = live
     known5 = {b for u, b, _ in rows if u == 5}
@@ -240,3 +240,54 @@ def test_no_record_stops_the_job_and_every_record_is_accounted_for(live, spark):
 
     any_records()
     producer.close()
+
+
+def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(live, spark):
+    import threading
+
+    from batch_layer.generation import current_generation
+    from batch_layer.service import BatchService, batch_lock
+
+    config, rows, job = live
+    config = dataclasses.replace(
+        config, batch=dataclasses.replace(config.batch, min_new_ratings=4, check_s=1, interval_s=3600)
+    )
+    service = BatchService(spark, config)
+    assert service.due() is None, "nothing new: no run"
+    before = current_generation(config)
+    new_book = 81  # in the catalog, rated by nobody: no factors yet
+    assert new_book not in _model(config).row_of
+    producer = RatingProducer(config)
+    for user in (1, 6, 11, 16):  # readers of one genre (user % 5), as book 81 is
+        producer.send(user, new_book, 5)
+    producer.close()
+    conn = hbase_connection(config)
+    speed = conn.table(speed_table(config))
+    wait_for(lambda: all(speed.row(row_key(u)) for u in (1, 6, 11, 16)), "speed rows of the four readers")
+
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: current_generation(config) != before, "the service's automatic generation", timeout=300)
+    finally:
+        stop.set()
+        thread.join(timeout=300)
+    model = _model(config)
+    assert model.generation == current_generation(config)
+    assert new_book in model.row_of, "the streamed book has factors now"
+    similar = list(conn.table(generation_table(config, model.generation, "books")).scan(columns=[b"s:books"]))
+    assert any(new_book in unpack_ids(row[b"s:books"]).tolist() for _, row in similar), (
+        "and is recommendable: it is among other books' similar books"
+    )
+    wait_for(lambda: not any(speed.row(row_key(u)) for u in (1, 6, 11, 16)), "the new generation to absorb the rows")
+    assert service.due() is None, "the ratings are in the generation: nothing is due"
+    with batch_lock(config), pytest.raises(Exception, match="another batch run"), batch_lock(config):
+        pass
+    conn.close()
+
+
+def _model(config):
+    holder = ModelHolder(artifacts.open_store(config))
+    holder.refresh()
+    return holder.model
