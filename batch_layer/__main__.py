@@ -162,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         generate(args.source, args.out, args.users, args.seed)
         return 0
 
+    from batch_layer import stages
     from batch_layer.generation import build_generation
     from batch_layer.ingest import RatingColumns, ingest
     from batch_layer.service import BatchRunning, batch_lock
     from readnext.spark import get_spark
 
     config = load_config()
+    stages.remember_durations(config.stack.state_dir / "run" / f"stage-seconds-{config.hbase.table_prefix}.json")
     spark = get_spark(config, app_name=f"readnext-batch-{args.command}")
     try:
         if args.command in ("ingest", "run"):
