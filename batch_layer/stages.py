@@ -37,13 +37,13 @@ def _history() -> dict[str, float]:
 
 
 def _spark_progress() -> str:
-    """The active Spark stages and their tasks done, from the status tracker of the running session."""
-    from pyspark.sql import SparkSession
+    """The active Spark stages and their tasks done, from the status tracker of the running context."""
+    from pyspark import SparkContext
 
-    spark = SparkSession.getActiveSession()
-    if spark is None:
+    context = SparkContext._active_spark_context  # the active session is per thread; the context is not
+    if context is None:
         return ""
-    tracker = spark.sparkContext.statusTracker()
+    tracker = context.statusTracker()
     parts = []
     for stage_id in tracker.getActiveStageIds():
         info = tracker.getStageInfo(stage_id)
