@@ -86,9 +86,26 @@ class Supervisor:
                         return self.child.wait()
 
 
+def describe(status_file: Path) -> str:
+    """One line for `deploy/service NAME status`: state, restarts, the last failure."""
+    try:
+        status = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        return ""
+    failures = status.get("failures") or []
+    last = f"; last failure: exit code {failures[-1]['code']} at {failures[-1]['at']}" if failures else ""
+    return f"{status.get('state')}, restarts {status.get('restarts', 0)}{last}"
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "status":
+        print(describe(load_config().stack.state_dir / "run" / f"{argv[1]}.status"))
+        return 0
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m deploy.supervise NAME -- COMMAND...", file=sys.stderr)
+        print(
+            "usage: python -m deploy.supervise NAME -- COMMAND... | python -m deploy.supervise status NAME",
+            file=sys.stderr,
+        )
         return 2
     name, command = argv[0], argv[2:]
     status_file = load_config().stack.state_dir / "run" / f"{name}.status"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+from deploy.supervise import describe
 from readnext.config import PROJECT_ROOT
 from tests.waiting import wait_for
 
@@ -43,6 +44,7 @@ def test_a_failing_job_is_restarted_with_back_off_and_the_loop_is_visible(tmp_pa
     seen = _status(status)
     assert [f["code"] for f in seen["failures"]][:3] == [3, 3, 3]
     assert seen["last_exit"] == 3 and seen["supervisor_pid"] == proc.pid
+    assert "last failure: exit code 3" in describe(status), "what deploy/service NAME status prints"
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
