@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_every_operation_keeps_its_contract(served, tmp_path: Path):
     try:
         run = subprocess.run(
             [
-                str(Path(os.sys.executable).with_name("st")),
+                str(Path(sys.executable).with_name("st")),
                 "run",
                 f"http://127.0.0.1:{server.server_port}/api/v1/openapi.json",
                 "--checks",
