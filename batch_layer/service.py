@@ -83,7 +83,7 @@ class BatchService:
         current = artifacts.current_generation(store)
         if current is None:
             return "no generation is current yet"
-        manifest = artifacts.load_generation(store, current)[2]
+        manifest = artifacts.load_manifest(store, current)
         new = new_stream_ratings(self.spark, manifest.get("stream_offsets", {}))
         batch = self.config.batch
         if new >= batch.min_new_ratings:

@@ -154,6 +154,14 @@ def load_generation(store: ArtifactStore, generation: str) -> tuple[np.ndarray, 
     return ids, factors, json.loads(parts["manifest.json"])
 
 
+def load_manifest(store: ArtifactStore, generation: str) -> dict[str, Any]:
+    """A published generation's manifest alone (what a periodic check needs, without the factors)."""
+    data = store.get(f"generations/{generation}/manifest.json")
+    if data is None:
+        raise FileNotFoundError(f"generation {generation} lacks manifest.json in the artifact store")
+    return json.loads(data)
+
+
 def list_generations(store: ArtifactStore) -> list[str]:
     """Published generation ids, oldest first (ids sort by time)."""
     return sorted({key.split("/")[1] for key in store.list("generations/") if key.count("/") >= 2})

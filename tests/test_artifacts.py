@@ -95,7 +95,7 @@ def test_generations_publish_flip_load_and_delete(store_config):
     assert artifacts.list_generations(store) == ["20260101T000000000Z", "20260102T000000000Z"]
     got_ids, got_factors, manifest = artifacts.load_generation(store, "20260101T000000000Z")
     assert got_ids.tolist() == [3, 1, 2] and np.array_equal(got_factors, factors)
-    assert manifest == {"metrics": {"ndcg@10": 0.3}}
+    assert manifest == {"metrics": {"ndcg@10": 0.3}} == artifacts.load_manifest(store, "20260101T000000000Z")
     artifacts.delete_generation(store, "20260101T000000000Z")
     assert artifacts.list_generations(store) == ["20260102T000000000Z"]
     with pytest.raises(FileNotFoundError, match="20260101T000000000Z lacks"):
