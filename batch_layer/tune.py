@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +37,14 @@ def grid_search(
         for values in itertools.product(*grid.values()):
             settings = dict(zip(grid, values, strict=True))
             model = dataclasses.replace(config.model, **settings)
+            started = time.monotonic()
             factors = quality.als_item_factors(spark, split, model, Path(folder))
+            fit_s = round(time.monotonic() - started, 1)
             scorer = quality.foldin_scorer(factors, FoldInParams.from_config(model))
             lists = [items for items, _ in quality.recommend_lists(scorer, split.validation, k)]
             metrics = quality.list_metrics(lists, split.validation, catalog, k)
-            rows.append({**settings, **{m: metrics[m] for m in (f"ndcg@{k}", f"recall@{k}", "coverage")}})
-            log.info("grid %s: validation ndcg@%d %.4f", settings, k, metrics[f"ndcg@{k}"])
+            scores = {m: metrics[m] for m in (f"ndcg@{k}", f"recall@{k}", "coverage")}
+            rows.append({**settings, **scores, "fit_s": fit_s})
+            log.info("grid %s: validation ndcg@%d %.4f, fit %.1f s", settings, k, metrics[f"ndcg@{k}"], fit_s)
     best = max(rows, key=lambda r: r[f"ndcg@{k}"])
     return {"grid": rows, "best": {key: best[key] for key in grid}, "validation_readers": len(split.validation)}
