@@ -1,10 +1,12 @@
 """A batch run's product: one immutable generation of views, made current only once complete.
 
-Order of work: hold some readers out, train ALS once, evaluate by folding the held-out readers in
-(batch_layer/evaluate.py; they are served by fold-in too), write every view to Hive and HBase,
-publish the book factors to the artifact store, then flip the 'current' pointers (HBase first,
-the artifact store's CURRENT last). A failure before the flip removes what the run wrote and
-leaves the previous generation serving. Generations beyond `keep_generations` are pruned.
+A run is a short sequence of named steps (in the manner of Oryx's MLUpdate), each reading and
+extending one `Run`: load the master dataset, hold some readers out, train ALS once, evaluate by
+folding the held-out readers in (batch_layer/evaluate.py; they are served by fold-in too),
+compute the views, write them to Hive and HBase, publish the book factors and the generation's
+record, and flip the one pointer of record, the artifact store's CURRENT, last. A failure at any
+step removes everything the run wrote (tables, partitions, files, records) and leaves the
+previous generation serving. Generations beyond `keep_generations` are pruned.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -20,17 +25,17 @@ import numpy as np
 from batch_layer import views
 from batch_layer.evaluate import HeldOut, evaluate_held_out, fold_in_held_out, hold_out_readers
 from batch_layer.stages import stage
-from batch_layer.train import collect_factors, fit_als, latest_ratings
-from readnext import artifacts
-from readnext.clients import hbase_connection, hbase_pool
+from batch_layer.train import Factors, collect_factors, fit_als
+from readnext import artifacts, master_dataset
+from readnext.clients import hbase_pool
 from readnext.config import Config
-from readnext.hbase_schema import CURRENT_ROW, ensure_table, generation_table, generations_table
 from readnext.hive import ensure_tables
 from readnext.spark import blas_name
-from readnext.view_reader import ViewReader
+from readnext.views import GenerationRecords, GenerationViews
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.ml.recommendation import ALSModel
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 VIEW_TABLES = [
@@ -49,125 +54,168 @@ def new_generation_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
 
 
-def current_generation(config: Config) -> str | None:
-    """The generation HBase says is being served."""
-    conn = hbase_connection(config)
-    try:
-        return ViewReader(config, conn).current_generation()
-    finally:
-        conn.close()
+@dataclass
+class Run:
+    """What one batch run has made so far; each step reads what earlier steps left here."""
+
+    spark: SparkSession
+    config: Config
+    generation: str
+    created_at: datetime
+    ratings: DataFrame | None = None
+    summary: Any = None
+    stream_offsets: dict[str, int] = field(default_factory=dict)
+    train: DataFrame | None = None
+    held: HeldOut = field(default_factory=lambda: HeldOut({}))
+    model: ALSModel | None = None
+    books: Factors | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    frames: dict[str, DataFrame] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def load(run: Run) -> None:
+    """The master dataset's latest rating per (reader, book), and how far into the stream it reaches."""
+    from pyspark.sql import functions as F
+
+    run.ratings = run.train = master_dataset.latest_ratings(run.spark).cache()
+    with stage("load ratings") as done:
+        run.summary = run.ratings.agg(
+            F.count("*").alias("ratings"),
+            F.countDistinct("user_id").alias("users"),
+            F.countDistinct("book_id").alias("books"),
+            F.max("event_time").alias("cutoff"),
+        ).first()
+        done({"ratings": run.summary.ratings, "users": run.summary.users, "books": run.summary.books})
+    if not run.summary.ratings:
+        raise ValueError("the master dataset holds no ratings: run 'python -m batch_layer ingest' first")
+    run.stream_offsets = master_dataset.stream_offsets(run.spark)
+
+
+def hold_out(run: Run) -> None:
+    if run.config.batch.evaluate:
+        with stage("hold out readers for evaluation") as done:
+            run.train, run.held = hold_out_readers(run.ratings, run.config.batch, run.config.model.seed)
+            done({"held_out_readers": len(run.held.readers)})
+
+
+def train(run: Run) -> None:
+    with stage("train ALS") as done:
+        run.model = fit_als(run.train, run.config.model)
+        run.books = collect_factors(run.model.itemFactors)
+        done({"books": len(run.books.ids), "rank": run.model.rank, "iterations": run.config.model.iterations})
+
+
+def evaluate(run: Run) -> None:
+    if run.held.readers:
+        with stage("evaluate (held-out readers folded in)") as done:
+            counts = {r.book_id: r["count"] for r in run.train.groupBy("book_id").count().collect()}
+            popularity = np.array([counts.get(int(b), 0) for b in run.books.ids], dtype=float)
+            run.metrics = done(evaluate_held_out(run.held, run.books, popularity, run.config.model, run.config.batch))
+
+
+def compute_views(run: Run) -> None:
+    spark, books, batch_cfg = run.spark, run.books, run.config.batch
+    with stage("compute views") as done:
+        recs = views.user_recommendations(spark, run.model.userFactors, run.ratings, books, batch_cfg.top_n)
+        if run.held.readers:
+            folded = fold_in_held_out(run.held, books, run.config.model, batch_cfg.top_n)
+            recs = recs.unionByName(spark.createDataFrame(folded, views.USER_VIEW))
+        recs = recs.cache()
+        similar = spark.createDataFrame(
+            views.similar_books(books, batch_cfg.similar_k), f"book_id INT, similar {views.REC_TYPE}"
+        ).cache()
+        pop = views.popularity(run.ratings, batch_cfg.popularity_prior_count).cache()
+        meta = views.book_metadata(spark).cache()
+        book_factors = spark.createDataFrame(
+            [(int(b), v.tolist()) for b, v in zip(books.ids, books.vectors, strict=True)],
+            "book_id INT, features ARRAY<FLOAT>",
+        )
+        run.frames = {"recs": recs, "similar": similar, "pop": pop, "meta": meta, "book_factors": book_factors}
+        done({"users": recs.count(), "similar": similar.count(), "popularity": pop.count()})
+
+
+def write_views(run: Run) -> None:
+    """Hive and HBase side by side: Hive's writes wait mostly on the metastore, HBase's on Thrift."""
+    f = run.frames
+    hive_views = {
+        "book_factors": f["book_factors"],
+        "user_factors": f["recs"].select("user_id", "features"),
+        "user_recommendations": f["recs"].select("user_id", "recs"),
+        "similar_books": f["similar"],
+        "book_popularity": f["pop"],
+        "book_metadata": f["meta"],
+    }
+    books = (
+        f["meta"]
+        .join(f["pop"], "book_id", "full_outer")
+        .join(f["book_factors"], "book_id", "left")
+        .join(f["similar"], "book_id", "left")
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hive_written = pool.submit(_write_hive_views, run.spark, run.generation, hive_views)
+        _write_hbase_views(run.config, run.generation, f["recs"], books)
+        hive_written.result()
+
+
+def _write_hive_views(spark: SparkSession, generation: str, frames: dict[str, DataFrame]) -> None:
+    with stage("write Hive views", generation):
+        views.write_hive(spark, generation, frames)
+
+
+def _write_hbase_views(config: Config, generation: str, recs: DataFrame, books: DataFrame) -> None:
+    with stage("write HBase views", generation):
+        with hbase_pool(config, size=1).connection() as conn:
+            tables = GenerationViews(conn, config, generation)
+            tables.create()
+        views.write_hbase_users(config, tables.users_table, recs)
+        views.write_hbase_books(config, tables.books_table, books)
+
+
+def publish(run: Run) -> None:
+    """The book factors and manifest to the artifact store, the generation's record to Hive and HBase."""
+    summary = run.summary
+    run.manifest = {
+        "generation": run.generation,
+        "created_at": run.created_at.isoformat(),
+        "data_cutoff": summary.cutoff.replace(tzinfo=timezone.utc).isoformat() if summary.cutoff else None,
+        "stream_offsets": run.stream_offsets,
+        "counts": {"ratings": summary.ratings, "users": summary.users, "books": summary.books},
+        "model": dataclasses.asdict(run.config.model),
+        "batch": dataclasses.asdict(run.config.batch),
+        "metrics": run.metrics,
+        "blas": blas_name(run.spark),
+    }
+    with stage("publish artifacts", run.config.artifacts.uri):
+        store = artifacts.open_store(run.config)
+        artifacts.publish_generation(store, run.generation, run.books.ids, run.books.vectors, run.manifest)
+        _record_generation(run.spark, run.config, run.manifest)
+
+
+def flip(run: Run) -> None:
+    """Make the generation current: the one pointer of record, moved last."""
+    with stage("make generation current", run.generation):
+        artifacts.set_current(artifacts.open_store(run.config), run.generation)
+
+
+STEPS: tuple[Callable[[Run], None], ...] = (load, hold_out, train, evaluate, compute_views, write_views, publish, flip)
 
 
 def build_generation(spark: SparkSession, config: Config, generation: str | None = None) -> str:
     """Train on the master dataset and publish a complete generation; returns its id."""
-    from pyspark.sql import functions as F
-
     ensure_tables(spark, "master_dataset", "batch_views")
-    generation = generation or new_generation_id()
-    created_at = datetime.now(timezone.utc)
-    model_cfg, batch_cfg = config.model, config.batch
+    run = Run(spark, config, generation or new_generation_id(), datetime.now(timezone.utc))
     try:
-        ratings = latest_ratings(spark).cache()
-        with stage("load ratings") as done:
-            summary = ratings.agg(
-                F.count("*").alias("ratings"),
-                F.countDistinct("user_id").alias("users"),
-                F.countDistinct("book_id").alias("books"),
-                F.max("event_time").alias("cutoff"),
-            ).first()
-            done({"ratings": summary.ratings, "users": summary.users, "books": summary.books})
-        if not summary.ratings:
-            raise ValueError("the master dataset holds no ratings: run 'python -m batch_layer ingest' first")
-        stream_offsets = {
-            r.origin: r.offset
-            for r in spark.table("ratings")
-            .where(F.col("source") == "stream")
-            .groupBy("origin")
-            .agg(F.max("seq").alias("offset"))
-            .collect()
-        }
-        metrics: dict[str, Any] = {}
-        train, held = ratings, HeldOut({})
-        if batch_cfg.evaluate:
-            with stage("hold out readers for evaluation") as done:
-                train, held = hold_out_readers(ratings, batch_cfg, model_cfg.seed)
-                done({"held_out_readers": len(held.readers)})
-        with stage("train ALS") as done:
-            model = fit_als(train, model_cfg)
-            books = collect_factors(model.itemFactors)
-            done({"books": len(books.ids), "rank": model.rank, "iterations": model_cfg.iterations})
-        if held.readers:
-            with stage("evaluate (held-out readers folded in)") as done:
-                counts = {r.book_id: r["count"] for r in train.groupBy("book_id").count().collect()}
-                popularity = np.array([counts.get(int(b), 0) for b in books.ids], dtype=float)
-                metrics = done(evaluate_held_out(held, books, popularity, model_cfg, batch_cfg))
-        with stage("compute views") as done:
-            recs = views.user_recommendations(spark, model.userFactors, ratings, books, batch_cfg.top_n)
-            if held.readers:
-                folded = fold_in_held_out(held, books, model_cfg, batch_cfg.top_n)
-                recs = recs.unionByName(spark.createDataFrame(folded, views.USER_VIEW))
-            recs = recs.cache()
-            similar = spark.createDataFrame(
-                views.similar_books(books, batch_cfg.similar_k), f"book_id INT, similar {views.REC_TYPE}"
-            ).cache()
-            pop = views.popularity(ratings, batch_cfg.popularity_prior_count).cache()
-            meta = views.book_metadata(spark).cache()
-            book_factors = spark.createDataFrame(
-                [(int(b), v.tolist()) for b, v in zip(books.ids, books.vectors, strict=True)],
-                "book_id INT, features ARRAY<FLOAT>",
-            )
-            done({"users": recs.count(), "similar": similar.count(), "popularity": pop.count()})
-        with stage("write Hive views", generation):
-            views.write_hive(
-                spark,
-                generation,
-                {
-                    "book_factors": book_factors,
-                    "user_factors": recs.select("user_id", "features"),
-                    "user_recommendations": recs.select("user_id", "recs"),
-                    "similar_books": similar,
-                    "book_popularity": pop,
-                    "book_metadata": meta,
-                },
-            )
-        with stage("write HBase views", generation):
-            users_table = generation_table(config, generation, "users")
-            books_table = generation_table(config, generation, "books")
-            with hbase_pool(config, size=1).connection() as conn:
-                ensure_table(conn, users_table, "users")
-                ensure_table(conn, books_table, "books")
-            views.write_hbase_users(config, users_table, recs)
-            all_books = (
-                meta.join(pop, "book_id", "full_outer")
-                .join(book_factors, "book_id", "left")
-                .join(similar, "book_id", "left")
-            )
-            views.write_hbase_books(config, books_table, all_books)
-        manifest = {
-            "generation": generation,
-            "created_at": created_at.isoformat(),
-            "data_cutoff": summary.cutoff.replace(tzinfo=timezone.utc).isoformat() if summary.cutoff else None,
-            "stream_offsets": stream_offsets,
-            "counts": {"ratings": summary.ratings, "users": summary.users, "books": summary.books},
-            "model": dataclasses.asdict(model_cfg),
-            "batch": dataclasses.asdict(batch_cfg),
-            "metrics": metrics,
-            "blas": blas_name(spark),
-        }
-        with stage("publish artifacts", config.artifacts.uri):
-            store = artifacts.open_store(config)
-            artifacts.publish_generation(store, generation, books.ids, books.vectors, manifest)
-        with stage("make generation current", generation):
-            _record_generation(spark, config, manifest)
-            artifacts.set_current(store, generation)
+        for step in STEPS:
+            step(run)
     except BaseException:
-        log.error("generation %s failed; removing what it wrote, the previous generation keeps serving", generation)
-        _remove_generation(spark, config, generation)
+        log.error("generation %s failed; removing what it wrote, the previous generation keeps serving", run.generation)
+        _remove_generation(spark, config, run.generation, failed=True)
         raise
     finally:
         spark.catalog.clearCache()
     prune(spark, config)
-    return generation
+    return run.generation
 
 
 def _record_generation(spark: SparkSession, config: Config, manifest: dict[str, Any]) -> None:
@@ -186,34 +234,37 @@ def _record_generation(spark: SparkSession, config: Config, manifest: dict[str, 
     )
     row.write.insertInto("generations")
     with hbase_pool(config, size=1).connection() as conn:
-        ensure_table(conn, generations_table(config), "generations")
-        table = conn.table(generations_table(config))
-        table.put(
-            generation.encode(),
-            {
-                b"g:created_at": manifest["created_at"].encode(),
-                b"g:data_cutoff": (manifest["data_cutoff"] or "").encode(),
-                b"g:stream_offsets": json.dumps(manifest["stream_offsets"]).encode(),
-                b"g:metrics": json.dumps(manifest["metrics"]).encode(),
-                b"g:params": json.dumps(manifest["model"]).encode(),
-            },
-        )
-        table.put(CURRENT_ROW, {b"g:id": generation.encode()})
+        GenerationRecords(conn, config).record(manifest)
 
 
-def _remove_generation(spark: SparkSession, config: Config, generation: str) -> None:
-    """Drop a generation's HBase tables, Hive partitions and artifacts (never the current one)."""
+def _forget_generation(spark: SparkSession, generation: str) -> None:
+    """Remove a generation that never served from Hive's `generations` history (a small table, rewritten)."""
+    from pyspark.sql import functions as F
+
+    history = spark.table("generations")
+    if history.where(F.col("generation") == generation).limit(1).count():
+        kept = history.where(F.col("generation") != generation).collect()
+        spark.createDataFrame(kept, history.schema).write.insertInto("generations", overwrite=True)
+
+
+def _remove_generation(spark: SparkSession, config: Config, generation: str, failed: bool = False) -> None:
+    """Drop a generation's HBase tables and record, Hive partitions and artifacts (never the current one).
+
+    A pruned generation served once and keeps its row in Hive's `generations` history; a failed
+    one never served and leaves no trace.
+    """
+    store = artifacts.open_store(config)
+    if artifacts.current_generation(store) == generation:
+        log.error("generation %s is current (the pointer moved before the failure): it stays", generation)
+        return
     with hbase_pool(config, size=1).connection() as conn:
-        tables = conn.tables()
-        for kind in ("users", "books"):
-            name = generation_table(config, generation, kind)
-            if name.encode() in tables:
-                conn.delete_table(name, disable=True)
-        if generations_table(config).encode() in tables:
-            conn.table(generations_table(config)).delete(generation.encode())
+        GenerationViews(conn, config, generation).drop()
+        GenerationRecords(conn, config).delete(generation)
     for table in VIEW_TABLES:
         spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION (generation='{generation}')")
-    artifacts.delete_generation(artifacts.open_store(config), generation)
+    if failed:
+        _forget_generation(spark, generation)
+    artifacts.delete_generation(store, generation)
 
 
 def prune(spark: SparkSession, config: Config) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batch_layer.stages import stage
+from readnext import master_dataset
 from readnext.hive import ensure_tables
 
 if TYPE_CHECKING:
@@ -151,18 +152,7 @@ def import_ratings(spark: SparkSession, path: Path, columns: RatingColumns = Rat
     kept = keep.count()
     added = new.count()
     if added:
-        (
-            new.select(
-                "user_id",
-                "book_id",
-                F.col("rating").cast("tinyint"),
-                F.current_timestamp().alias("event_time"),
-                "seq",
-                "origin",
-                F.lit("import").alias("source"),
-                F.current_date().alias("event_date"),
-            ).write.insertInto("ratings")
-        )
+        master_dataset.append(new, F.current_timestamp(), "import")
     rejected_count = _record_rejects(
         spark, rejected.select("origin", "seq", _raw(names).alias("raw"), "reason"), "ratings"
     )

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+from readnext import artifacts
 from readnext.clients import hbase_connection
 from readnext.config import Config
-from readnext.view_reader import ReaderView, ViewReader
+from readnext.views import GenerationRecords, GenerationViews, SpeedView
 
 
-def _listing(reader: ViewReader, view: ReaderView, user: int, n: int) -> list[str]:
-    ids = [int(b) for b in view.books[:n]]
-    titles = reader.titles(view.generation, ids)
-    what = "books rated" if view.source == "batch" else "stream ratings since the generation"
-    lines = [f"{view.source} view: top {len(ids)} for reader {user} ({view.rated} {what}):"]
-    for rank, (book, score) in enumerate(zip(ids, view.scores[:n], strict=True), start=1):
+def _listing(titles: dict[int, tuple[str, str]], books: list[int], scores: list[float]) -> list[str]:
+    lines = []
+    for rank, (book, score) in enumerate(zip(books, scores, strict=True), start=1):
         title, authors = titles.get(book, ("?", "?"))
         lines.append(f"  {rank:2d}. {title} by {authors} (book {book}, score {score:.3f})")
     return lines
@@ -20,21 +18,29 @@ def _listing(reader: ViewReader, view: ReaderView, user: int, n: int) -> list[st
 
 def show(config: Config, user_id: int | None, n: int) -> str:
     """The current generation's metrics and a reader's top `n` with titles (the first reader if none given)."""
+    generation = artifacts.current_generation(artifacts.open_store(config))
+    if not generation:
+        return "no current generation: run 'python -m batch_layer run' first"
     conn = hbase_connection(config)
     try:
-        reader = ViewReader(config, conn)
-        generation = reader.current_generation()
-        if not generation:
-            return "no current generation: run 'python -m batch_layer run' first"
+        tables = GenerationViews(conn, config, generation)
         lines = [f"generation {generation}"]
-        for name, values in reader.generation_metrics(generation).items():
+        for name, values in GenerationRecords(conn, config).metrics(generation).items():
             lines.append(f"  held-out {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "users"))
-        user = user_id if user_id is not None else reader.first_reader(generation)
-        views = [v for v in (reader.speed_reader(user), reader.batch_reader(generation, user)) if v is not None]
-        if not views:
+        user = user_id if user_id is not None else next(iter(tables.reader_ids(limit=1)), None)
+        speed = SpeedView(conn, config).reader(user) if user is not None else None
+        batch = tables.reader(user) if user is not None else None
+        if speed is None and batch is None:
             lines.append(f"reader {user} is in neither the batch nor the speed view")
-        for view in views:
-            lines.extend(_listing(reader, view, user, n))
+        if speed is not None:
+            books = speed.books[:n].tolist()
+            since = f"{len(speed.events)} stream ratings since the generation"
+            lines.append(f"speed view: top {len(books)} for reader {user} ({since}):")
+            lines.extend(_listing(tables.titles(books), books, speed.scores[:n].tolist()))
+        if batch is not None:
+            books = batch.books[:n].tolist()
+            lines.append(f"batch view: top {len(books)} for reader {user} ({len(batch.history_books)} books rated):")
+            lines.extend(_listing(tables.titles(books), books, batch.scores[:n].tolist()))
         return "\n".join(lines)
     finally:
         conn.close()

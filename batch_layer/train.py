@@ -1,4 +1,4 @@
-"""Train Spark MLlib ALS on the master dataset (the latest rating of each reader for each book)."""
+"""Train Spark MLlib ALS on the master dataset's latest ratings (readnext.master_dataset.latest_ratings)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from readnext.config import ModelConfig
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 
 @dataclass(frozen=True)
@@ -23,22 +23,6 @@ class Factors:
 
     def row_of(self) -> dict[int, int]:
         return {int(i): k for k, i in enumerate(self.ids)}
-
-
-def latest_ratings(spark: SparkSession) -> DataFrame:
-    """(user_id, book_id, rating, event_time): each reader's latest rating of each book, any source."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    newest_first = Window.partitionBy("user_id", "book_id").orderBy(
-        F.col("event_time").desc(), F.col("source").desc(), F.col("seq").desc()
-    )
-    return (
-        spark.table("ratings")
-        .withColumn("_n", F.row_number().over(newest_first))
-        .where(F.col("_n") == 1)
-        .select("user_id", "book_id", F.col("rating").cast("int").alias("rating"), "event_time")
-    )
 
 
 def fit_als(ratings: DataFrame, model: ModelConfig, rank: int | None = None, reg: float | None = None) -> ALSModel:

@@ -11,6 +11,7 @@ import numpy as np
 from batch_layer.train import Factors
 from readnext.config import Config
 from readnext.foldin import top_n
+from readnext.views import BatchRow, BookRow, put_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -107,63 +108,51 @@ def write_hive(spark: SparkSession, generation: str, views: dict[str, DataFrame]
         frame.select(*columns).withColumn("generation", F.lit(generation)).write.insertInto(table, overwrite=True)
 
 
-def _put_partition(config: Config, table: str, rows: Iterator[tuple[bytes, dict[bytes, bytes]]]) -> None:
+def _put_partition(config: Config, table: str, rows: Iterator[tuple[int, BatchRow | BookRow]]) -> None:
     from readnext.clients import hbase_connection
 
     conn = hbase_connection(config)
     try:
-        with conn.table(table).batch(batch_size=1000) as batch:
-            for key, cells in rows:
-                batch.put(key, cells)
+        put_rows(conn, table, rows)
     finally:
         conn.close()
 
 
 def write_hbase_users(config: Config, table: str, recs: DataFrame) -> None:
     """One row per reader: factors, the history the generation learnt from, and top-N."""
-    from readnext.hbase_schema import pack_floats, pack_ids, pack_ratings, row_key
 
-    def cells(rows: Iterator[Any]) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-        for r in rows:
+    def rows(frame_rows: Iterator[Any]) -> Iterator[tuple[int, BatchRow]]:
+        for r in frame_rows:
+            recs = r.recs
             yield (
-                row_key(r.user_id),
-                {
-                    b"f:v": pack_floats(r.features),
-                    b"h:books": pack_ids(r.h_books),
-                    b"h:ratings": pack_ratings(r.h_ratings),
-                    b"r:books": pack_ids([x.book_id for x in r.recs]),
-                    b"r:scores": pack_floats([x.score for x in r.recs]),
-                },
+                r.user_id,
+                BatchRow(r.features, r.h_books, r.h_ratings, [x.book_id for x in recs], [x.score for x in recs]),
             )
 
-    recs.foreachPartition(lambda rows: _put_partition(config, table, cells(rows)))
+    recs.foreachPartition(lambda frame_rows: _put_partition(config, table, rows(frame_rows)))
 
 
 def write_hbase_books(config: Config, table: str, books: DataFrame) -> None:
     """One row per book: metadata, popularity, factors and similar books."""
-    from readnext.hbase_schema import pack_floats, pack_ids, row_key
 
-    def text(value: Any) -> bytes:
-        return b"" if value is None else str(value).encode()
+    def rows(frame_rows: Iterator[Any]) -> Iterator[tuple[int, BookRow]]:
+        for r in frame_rows:
+            yield (
+                r.book_id,
+                BookRow(
+                    book_id=r.book_id,
+                    title=r.title,
+                    authors=r.authors,
+                    year=r.year,
+                    average_rating=r.average_rating,
+                    image_url=r.image_url,
+                    small_image_url=r.small_image_url,
+                    ratings_count=r.ratings_count or 0,
+                    mean_rating=r.mean_rating,
+                    bayes_rating=r.bayes_rating,
+                    features=r.features,
+                    similar=tuple((x.book_id, x.score) for x in r.similar or ()),
+                ),
+            )
 
-    def cells(rows: Iterator[Any]) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-        for r in rows:
-            row = {
-                b"m:title": text(r.title),
-                b"m:authors": text(r.authors),
-                b"m:year": text(r.year),
-                b"m:average_rating": text(r.average_rating),
-                b"m:image_url": text(r.image_url),
-                b"m:small_image_url": text(r.small_image_url),
-                b"p:count": text(r.ratings_count or 0),
-                b"p:mean": text(r.mean_rating),
-                b"p:bayes": text(r.bayes_rating),
-            }
-            if r.features is not None:
-                row[b"f:v"] = pack_floats(r.features)
-            if r.similar is not None:
-                row[b"s:books"] = pack_ids([x.book_id for x in r.similar])
-                row[b"s:scores"] = pack_floats([x.score for x in r.similar])
-            yield row_key(r.book_id), row
-
-    books.foreachPartition(lambda rows: _put_partition(config, table, cells(rows)))
+    books.foreachPartition(lambda frame_rows: _put_partition(config, table, rows(frame_rows)))

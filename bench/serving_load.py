@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 from readnext import artifacts  # noqa: E402
 from readnext.clients import hbase_connection  # noqa: E402
 from readnext.config import load_config  # noqa: E402
-from readnext.hbase_schema import generation_table  # noqa: E402
 from readnext.model import ModelHolder  # noqa: E402
+from readnext.views import GenerationViews  # noqa: E402
 
 
 def _requests(kind: str, users: np.ndarray, books: np.ndarray, seed: int):
@@ -111,8 +111,7 @@ def main() -> int:
         return 1
     model = holder.model
     conn = hbase_connection(config)
-    table = conn.table(generation_table(config, model.generation, "users"))
-    users = np.array([int(k) for k, _ in table.scan(filter=b"KeyOnlyFilter()", limit=50000)], dtype=np.int64)
+    users = np.array(GenerationViews(conn, config, model.generation).reader_ids(limit=50000), dtype=np.int64)
     conn.close()
     books = np.asarray(model.book_ids)
     command = [

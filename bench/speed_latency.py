@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from readnext.clients import hbase_connection, kafka_producer  # noqa: E402
 from readnext.config import load_config, sandbox_env  # noqa: E402
 from readnext.events import RatingEvent  # noqa: E402
-from readnext.hbase_schema import row_key, speed_table  # noqa: E402
+from readnext.views import SpeedView  # noqa: E402
 
 
 def _measure(config, users: np.ndarray, books: np.ndarray, rate: float, seconds: float, seed: int) -> dict:
@@ -46,22 +46,21 @@ def _measure(config, users: np.ndarray, books: np.ndarray, rate: float, seconds:
 
     def watch() -> None:
         conn = hbase_connection(config)
-        table = conn.table(speed_table(config))
+        speed = SpeedView(conn, config)
         while not (done.is_set() and not pending):
             with lock:
-                keys = [row_key(u) for u in pending]
-            if not keys:
+                users = list(pending)
+            if not users:
                 time.sleep(0.01)
                 continue
-            for key, row in table.rows(keys, columns=[b"v:events", b"v:updated_ms"]):
-                seen = {int(e[4]) for e in json.loads(row[b"v:events"])}
-                written = int(row[b"v:updated_ms"])
+            for user, row in speed.freshness(users).items():
+                seen = {int(e[4]) for e in row.events}
                 with lock:
-                    waiting = pending.get(int(key), {})
+                    waiting = pending.get(user, {})
                     for ts in [t for t in waiting if t in seen]:
-                        latencies.append((written - waiting.pop(ts)) / 1000)
+                        latencies.append((row.updated_ms - waiting.pop(ts)) / 1000)
                     if not waiting:
-                        pending.pop(int(key), None)
+                        pending.pop(user, None)
             time.sleep(0.02)
         conn.close()
 

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from deploy.init import init
 from readnext.config import Config, load_config
 
 # The flags HBase's own launcher (bin/hbase) adds on JDK 17.
@@ -431,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "start":
             stack.start()
+            init(stack.config)
+            print("topics and HBase tables: in place (python -m deploy.init)")
         elif args.command == "stop":
             stack.stop()
         else:

@@ -1,6 +1,11 @@
-"""The master dataset's stream appends: events from Kafka written to the `ratings` table once each.
+"""The master dataset: the one append to its `ratings` table, the stream's appends, the reads for training.
 
-Appends skip (origin, seq) pairs already present, so a micro-batch replayed after a crash adds
+Its layout is hive/master_dataset.sql (`ratings`, `rejects`, `books`, `tags`, `book_tags`,
+`to_read`); the import's validation rules are in batch_layer/ingest.py, the stream's in
+readnext/events.py (one schema for every writer). Every rating, imported or streamed, reaches
+`ratings` through `append`.
+
+Stream appends skip (origin, seq) pairs already present, so a micro-batch replayed after a crash adds
 nothing twice. A record whose conversion or write fails on its own account is set aside with its
 reason (the caller dead-letters it) and the rest of the batch is stored; a failure that is not
 about a record (the metastore or the file system away) propagates, so the caller retries.
@@ -16,7 +21,7 @@ from pyspark.errors.exceptions.captured import ArithmeticException, DateTimeExce
 from readnext.events import StreamEvent
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 STREAM_SCHEMA = "user_id INT, book_id INT, rating INT, ts_ms BIGINT, seq BIGINT, origin STRING"
 _RECORD_ERRORS = (
@@ -35,6 +40,22 @@ def is_record_error(error: BaseException) -> bool:
     return isinstance(error, _RECORD_ERRORS)
 
 
+def append(frame: DataFrame, event_time: Column, source: str) -> None:
+    """Append (user_id, book_id, rating, seq, origin) rows stamped `event_time` to `ratings`."""
+    from pyspark.sql import functions as F
+
+    frame.select(
+        "user_id",
+        "book_id",
+        F.col("rating").cast("tinyint"),
+        event_time.alias("event_time"),
+        "seq",
+        "origin",
+        F.lit(source).alias("source"),
+        F.to_date(event_time).alias("event_date"),
+    ).write.insertInto("ratings")
+
+
 def append_stream_events(spark: SparkSession, events: list[StreamEvent]) -> None:
     """Append events to `ratings` (source = 'stream'), skipping those already stored."""
     from pyspark.sql import functions as F
@@ -48,17 +69,7 @@ def append_stream_events(spark: SparkSession, events: list[StreamEvent]) -> None
         .where(F.col("seq") >= min(e.offset for e in events))
         .select("origin", "seq")
     )
-    event_time = (F.col("ts_ms") / 1000).cast("timestamp")
-    new.join(present, ["origin", "seq"], "left_anti").select(
-        "user_id",
-        "book_id",
-        F.col("rating").cast("tinyint"),
-        event_time.alias("event_time"),
-        "seq",
-        "origin",
-        F.lit("stream").alias("source"),
-        F.to_date(event_time).alias("event_date"),
-    ).write.insertInto("ratings")
+    append(new.join(present, ["origin", "seq"], "left_anti"), (F.col("ts_ms") / 1000).cast("timestamp"), "stream")
 
 
 def append_isolating(
@@ -79,3 +90,27 @@ def append_isolating(
             return [(events[0], f"cannot be stored: {type(e).__name__}: {str(e).splitlines()[0][:200]}")]
     half = len(events) // 2
     return append_isolating(spark, events[:half], append) + append_isolating(spark, events[half:], append)
+
+
+def latest_ratings(spark: SparkSession) -> DataFrame:
+    """(user_id, book_id, rating, event_time): each reader's latest rating of each book, any source."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    newest_first = Window.partitionBy("user_id", "book_id").orderBy(
+        F.col("event_time").desc(), F.col("source").desc(), F.col("seq").desc()
+    )
+    return (
+        spark.table("ratings")
+        .withColumn("_n", F.row_number().over(newest_first))
+        .where(F.col("_n") == 1)
+        .select("user_id", "book_id", F.col("rating").cast("int").alias("rating"), "event_time")
+    )
+
+
+def stream_offsets(spark: SparkSession) -> dict[str, int]:
+    """The last Kafka offset stored per partition ("<topic>-<partition>"): how far a generation reaches."""
+    from pyspark.sql import functions as F
+
+    stream = spark.table("ratings").where(F.col("source") == "stream")
+    return {r.origin: r.offset for r in stream.groupBy("origin").agg(F.max("seq").alias("offset")).collect()}

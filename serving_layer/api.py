@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from readnext.events import MAX_ID, InvalidEvent, UnknownBook, json_integer, parse_event
 from serving_layer.openapi import openapi_document
 from serving_layer.recommend import contributions, reader_state, reasons, rerank
-from serving_layer.state import ServingState, Snapshot, is_unavailable
+from serving_layer.state import ServingState, Snapshot, book_summary, is_unavailable
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_QUERY = 200
@@ -204,7 +204,7 @@ def _book(snap: Snapshot, book_id: int):
 def book(book_id: int) -> Any:
     snap = _snapshot()
     found = _book(snap, book_id)
-    return jsonify({**found.summary(), "bayes_rating": found.bayes_rating, "generation": snap.model.generation})
+    return jsonify({**book_summary(found), "bayes_rating": found.bayes_rating, "generation": snap.model.generation})
 
 
 @api.get("/books/<int:book_id>/similar")
@@ -223,7 +223,7 @@ def popular() -> Any:
     snap = _snapshot()
     n, offset = _page()
     ids = snap.catalog.popular[offset : offset + n]
-    return jsonify({"generation": snap.model.generation, "items": [snap.catalog.books[b].summary() for b in ids]})
+    return jsonify({"generation": snap.model.generation, "items": [book_summary(snap.catalog.books[b]) for b in ids]})
 
 
 @api.get("/books/search")
@@ -236,7 +236,7 @@ def search() -> Any:
         raise ApiError(400, f"q is longer than {MAX_QUERY} characters")
     n, offset = _page()
     hits = snap.catalog.search(q.strip()) if q.strip() else []  # only spaces: nothing to find
-    return jsonify({"query": q, "total": len(hits), "items": [b.summary() for b in hits[offset : offset + n]]})
+    return jsonify({"query": q, "total": len(hits), "items": [book_summary(b) for b in hits[offset : offset + n]]})
 
 
 def _known_reader(snap: Snapshot, user_id: int):

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
-from readnext.events import ensure_topics
+from readnext.views import speed_table
 from serving_layer.api import api
 from serving_layer.api import http_error as api_http_error
 from serving_layer.state import ServingState
@@ -37,10 +37,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.secret_key = config.serving.secret_key or _local_secret(config)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     app.extensions["readnext"] = ServingState(config)
-    try:
-        ensure_topics(config)
-    except Exception as e:  # noqa: BLE001 - Kafka may come later; POST /ratings answers 503 until then
-        app.logger.warning("could not check the Kafka topics: %s", e)
     # No routing redirects: a merged `//` or an added slash would be redirected to a URL built from
     # the client's Host header.
     app.url_map.merge_slashes = False
@@ -61,13 +57,19 @@ def create_app(config: Config | None = None) -> Flask:
                 problems.append("no model generation is published yet")
         except Exception as e:  # noqa: BLE001 - report, do not raise, from a probe
             problems.append(f"model: {e}")
+        setup = "run 'python -m deploy.init' (deploy/stack start does)"
         try:
-            state.hbase(lambda conn: conn.tables())
+            if speed_table(config).encode() not in state.hbase(lambda conn: conn.tables()):
+                problems.append(f"HBase table {speed_table(config)} is missing: {setup}")
         except Exception as e:  # noqa: BLE001
             problems.append(f"HBase unreachable: {e}")
         try:
             admin = kafka_admin(config, bootstrap_timeout_ms=3000, request_timeout_ms=3000)  # a probe answers fast
-            admin.close()
+            try:
+                if config.kafka.ratings_topic not in admin.list_topics():
+                    problems.append(f"Kafka topic {config.kafka.ratings_topic} is missing: {setup}")
+            finally:
+                admin.close()
         except Exception as e:  # noqa: BLE001
             problems.append(f"Kafka unreachable: {e}")
         if problems:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +10,8 @@ import numpy as np
 from readnext import rerank as controls
 from readnext.config import Config
 from readnext.foldin import explain
-from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
 from readnext.merge import merged_history, pending
+from readnext.views import GenerationViews, SpeedView, ranked
 from serving_layer.state import Snapshot
 
 
@@ -29,29 +28,23 @@ class ReaderState:
 def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int) -> ReaderState:
     """Merge rule: the speed view when it holds events the generation lacks, else the batch view."""
     model = snap.model
-    key = row_key(user_id)
-    batch = conn.table(generation_table(config, model.generation, "users")).row(key)
-    books, stars = unpack_ids(batch.get(b"h:books")), unpack_ratings(batch.get(b"h:ratings"))
-    speed = conn.table(speed_table(config)).row(key)
-    events = pending(json.loads(speed.get(b"v:events", b"[]")), model.stream_offsets)
+    batch = GenerationViews(conn, config, model.generation).reader(user_id)
+    speed = SpeedView(conn, config).reader(user_id)
+    events = pending(speed.events, model.stream_offsets) if speed else []
     if events:
-        history = merged_history(books, stars, events)
-        fresh = speed.get(b"v:generation", b"").decode() == model.generation
-        stored = unpack_ids(speed.get(b"v:books"))
-        if fresh and len(stored) >= depth:
-            ranked = list(zip(stored.tolist(), unpack_floats(speed.get(b"v:scores")).tolist(), strict=True))
-            return ReaderState("speed", unpack_floats(speed[b"v:vector"]), history, ranked)
+        known = (batch.history_books, batch.history_ratings) if batch else (np.zeros(0), np.zeros(0))
+        history = merged_history(*known, events)
+        if speed.generation == model.generation and len(speed.books) >= depth:
+            return ReaderState("speed", speed.vector, history, ranked(speed.books, speed.scores))
         vector = model.fold_in(history)
         return ReaderState("speed", vector, history, model.recommend(vector, depth, history))
     if batch:
-        history = dict(zip(books.tolist(), stars.tolist(), strict=True))
-        vector = unpack_floats(batch[b"f:v"])
-        stored = unpack_ids(batch.get(b"r:books"))
-        if len(stored) >= depth:
-            ranked = list(zip(stored.tolist(), unpack_floats(batch.get(b"r:scores")).tolist(), strict=True))
+        history = batch.history()
+        if len(batch.books) >= depth:
+            top = ranked(batch.books, batch.scores)
         else:
-            ranked = model.recommend(vector, depth, history)
-        return ReaderState("batch", vector, history, ranked)
+            top = model.recommend(batch.features, depth, history)
+        return ReaderState("batch", batch.features, history, top)
     return ReaderState("popular", None, {}, [(b, 0.0) for b in snap.catalog.popular[:depth]])
 
 

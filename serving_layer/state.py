@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,9 +20,9 @@ from readnext import artifacts
 from readnext.clients import hbase_pool
 from readnext.config import Config
 from readnext.events import RatingProducer
-from readnext.hbase_schema import ensure_table, generation_table, speed_table, unpack_floats, unpack_ids
 from readnext.model import ModelHolder, ServedModel
 from readnext.rerank import scaled_popularity
+from readnext.views import BookRow, GenerationViews
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,62 +35,29 @@ def is_unavailable(error: Exception) -> bool:
     return isinstance(error, TTransportException | ConnectionError | OSError)
 
 
-@dataclass(frozen=True)
-class Book:
-    book_id: int
-    title: str
-    authors: str
-    year: int | None
-    average_rating: float | None
-    image_url: str
-    ratings_count: int
-    bayes_rating: float | None
-    similar: tuple[tuple[int, float], ...] = field(repr=False)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "book_id": self.book_id,
-            "title": self.title,
-            "authors": self.authors,
-            "year": self.year,
-            "average_rating": self.average_rating,
-            "cover_url": self.image_url or None,
-            "ratings_count": self.ratings_count,
-        }
-
-
-def _num(value: bytes | None, kind: type) -> Any:
-    try:
-        return kind(float(value)) if value else None
-    except ValueError:
-        return None
+def book_summary(book: BookRow) -> dict[str, Any]:
+    """A book's public fields, as the API and the web UI show them."""
+    return {
+        "book_id": book.book_id,
+        "title": book.title,
+        "authors": book.authors,
+        "year": book.year,
+        "average_rating": book.average_rating,
+        "cover_url": book.image_url or None,
+        "ratings_count": book.ratings_count,
+    }
 
 
 @dataclass(frozen=True)
 class Catalog:
     generation: str
-    books: dict[int, Book]
+    books: dict[int, BookRow]
     popular: tuple[int, ...]
     max_count: int
 
     @classmethod
     def load(cls, conn: Any, config: Config, generation: str) -> Catalog:
-        books = {}
-        for key, row in conn.table(generation_table(config, generation, "books")).scan(batch_size=2000):
-            similar = tuple(
-                zip(unpack_ids(row.get(b"s:books")).tolist(), unpack_floats(row.get(b"s:scores")).tolist(), strict=True)
-            )
-            books[int(key)] = Book(
-                book_id=int(key),
-                title=row.get(b"m:title", b"").decode(),
-                authors=row.get(b"m:authors", b"").decode(),
-                year=_num(row.get(b"m:year"), int),
-                average_rating=_num(row.get(b"m:average_rating"), float),
-                image_url=row.get(b"m:image_url", b"").decode(),
-                ratings_count=_num(row.get(b"p:count"), int) or 0,
-                bayes_rating=_num(row.get(b"p:bayes"), float),
-                similar=similar,
-            )
+        books = {book.book_id: book for book in GenerationViews(conn, config, generation).books(with_factors=False)}
         rated = [b for b in books.values() if b.bayes_rating is not None]
         popular = tuple(b.book_id for b in sorted(rated, key=lambda b: (-b.bayes_rating, -b.ratings_count, b.book_id)))
         return cls(generation, books, popular, max((b.ratings_count for b in books.values()), default=0))
@@ -98,9 +65,9 @@ class Catalog:
     def summary(self, book_id: int) -> dict[str, Any]:
         """The book's public fields, or just its id for a book the catalog does not hold."""
         book = self.books.get(book_id)
-        return book.summary() if book else {"book_id": book_id}
+        return book_summary(book) if book else {"book_id": book_id}
 
-    def search(self, query: str) -> list[Book]:
+    def search(self, query: str) -> list[BookRow]:
         """Books whose title or authors hold every word: title prefix first, then words in the title, then popular."""
         q = query.lower()
         words = q.split()
@@ -134,13 +101,13 @@ class Snapshot:
 class ServingState:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.pool = hbase_pool(config, size=8)
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
         self.holder = ModelHolder(artifacts.open_store(config))
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
         self._producer: RatingProducer | None = None
-        self.hbase(lambda conn: ensure_table(conn, speed_table(config), "speed"))
 
     def snapshot(self) -> Snapshot | None:
         """The current generation, reloaded when its pointer moved (checked every refresh_s)."""
@@ -166,9 +133,12 @@ class ServingState:
         A Thrift server restart leaves every pooled connection dead; happybase reopens the one
         that failed (the inner context), and the retry runs on it (the outer context holds it).
         """
-        with self.pool.connection() as conn:
+        with self._pool_lock:  # opened on first use: building the app touches no server
+            if self._pool is None:
+                self._pool = hbase_pool(self.config, size=8)
+        with self._pool.connection() as conn:
             try:
-                with self.pool.connection() as same:
+                with self._pool.connection() as same:
                     return work(same)
             except Exception as e:  # noqa: BLE001 - only a dropped connection is retried
                 if not is_unavailable(e):

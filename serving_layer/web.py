@@ -14,7 +14,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 
 from readnext.events import InvalidEvent, parse_event
-from serving_layer.state import ServingState, Snapshot
+from serving_layer.state import ServingState, Snapshot, book_summary
 
 web = Blueprint("web", __name__)
 
@@ -50,7 +50,7 @@ def template_globals() -> dict[str, Any]:
 
 
 def _books(snap: Snapshot, ids: list[int]) -> list[dict[str, Any]]:
-    return [snap.catalog.books[b].summary() for b in ids if b in snap.catalog.books]
+    return [book_summary(snap.catalog.books[b]) for b in ids if b in snap.catalog.books]
 
 
 @web.get("/")
@@ -58,7 +58,7 @@ def home() -> str:
     snap = _snapshot()
     q = request.args.get("q", "").strip()[:200]
     found = snap.catalog.search(q) if q else [snap.catalog.books[b] for b in snap.catalog.popular]
-    books = [b.summary() for b in found[:24]]
+    books = [book_summary(b) for b in found[:24]]
     return render_template("home.html", books=books, q=q)
 
 
@@ -70,7 +70,7 @@ def book(book_id: int) -> str:
         abort(404, f"no book {book_id}")
     similar = _books(snap, [b for b, _ in found.similar[:8]])
     mine = session.get("anon", {}).get(str(book_id))
-    return render_template("book.html", book=found.summary(), similar=similar, my_rating=mine)
+    return render_template("book.html", book=book_summary(found), similar=similar, my_rating=mine)
 
 
 @web.post("/signin")

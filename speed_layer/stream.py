@@ -29,10 +29,10 @@ from readnext import artifacts, master_dataset
 from readnext.clients import hbase_connection, kafka_producer
 from readnext.config import Config
 from readnext.events import InvalidEvent, StreamEvent, ensure_topics, parse_event
-from readnext.hbase_schema import generation_table
 from readnext.model import ModelHolder, ServedModel
 from readnext.retry import with_retries
-from speed_layer.view import ensure_speed_table, rebase, update_readers
+from readnext.views import GenerationViews, SpeedView
+from speed_layer.view import rebase, update_readers
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("speed_layer")
 
 
-class Catalog:
+class KnownBooks:
     """Book ids of the current generation's catalog (metadata), for validating events."""
 
     def __init__(self, config: Config) -> None:
@@ -53,8 +53,7 @@ class Catalog:
         if model.generation != self.generation:
             conn = hbase_connection(self.config)
             try:
-                table = conn.table(generation_table(self.config, model.generation, "books"))
-                self.ids = {int(key) for key, _ in table.scan(filter=b"KeyOnlyFilter()")}
+                self.ids = GenerationViews(conn, self.config, model.generation).book_ids()
             finally:
                 conn.close()
             self.generation = model.generation
@@ -97,13 +96,13 @@ def _store_retries(config: Config, work: Callable[[], Any], what: str) -> Any:
     )
 
 
-class SpeedView:
+class SpeedUpdates:
     """Writes to the speed view: micro-batches of events, and rebasing when the generation changes.
 
     One lock orders the two, so a rebase never overwrites a fresher update of the same reader.
     """
 
-    def __init__(self, config: Config, holder: ModelHolder, catalog: Catalog) -> None:
+    def __init__(self, config: Config, holder: ModelHolder, catalog: KnownBooks) -> None:
         self.config, self.holder, self.catalog = config, holder, catalog
         self.lock = threading.Lock()
 
@@ -150,7 +149,7 @@ class SpeedView:
 class MasterBatch:
     """foreachBatch of the master-dataset query: dead letters out, valid events appended once."""
 
-    def __init__(self, config: Config, holder: ModelHolder, catalog: Catalog) -> None:
+    def __init__(self, config: Config, holder: ModelHolder, catalog: KnownBooks) -> None:
         self.config, self.holder, self.catalog = config, holder, catalog
         self.producer = None
 
@@ -224,7 +223,7 @@ class StreamingJob:
         self.queries: list[StreamingQuery] = []
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.speed_view: SpeedView | None = None
+        self.speed_view: SpeedUpdates | None = None
 
     def start(self) -> StreamingJob:
         from readnext.hive import ensure_tables
@@ -236,12 +235,12 @@ class StreamingJob:
             spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
         conn = hbase_connection(config)
         try:
-            ensure_speed_table(conn, config)
+            SpeedView(conn, config).ensure()
         finally:
             conn.close()
         holder = ModelHolder(artifacts.open_store(config))
-        catalog = Catalog(config)
-        self.speed_view = SpeedView(config, holder, catalog)
+        catalog = KnownBooks(config)
+        self.speed_view = SpeedUpdates(config, holder, catalog)
         self.speed_view.follow_generation()
         if holder.model is not None:  # load the catalog now, not in the first micro-batch
             catalog.for_model(holder.model)

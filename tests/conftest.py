@@ -28,6 +28,7 @@ os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
 
 from batch_layer.generation import build_generation  # noqa: E402
 from batch_layer.ingest import DataFiles, ingest  # noqa: E402
+from deploy.init import init  # noqa: E402
 from deploy.stack import Stack  # noqa: E402
 from readnext.clients import hbase_connection, kafka_admin  # noqa: E402
 from readnext.config import PROJECT_ROOT, Config, load_config  # noqa: E402
@@ -124,6 +125,7 @@ def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
     ingest(spark, DataFiles(write_ratings(folder / "r.csv", rows), write_books(folder / "b.csv", books=95)))
     build_generation(spark, config)
     spark.sql("USE default")
+    init(config)
     app = create_app(config)
     yield Served(config, rows, app.test_client(), app)
     drop_sandbox(config)

@@ -199,6 +199,26 @@ def test_kafka_down_means_503_with_advice(served):
     assert ready.status_code == 503 and any("Kafka" in p for p in ready.get_json()["problems"])
 
 
+def test_the_app_factory_does_no_network_io_and_readyz_names_what_setup_lacks(served, unique_name):
+    config, _, _, _ = served
+    nowhere = dataclasses.replace(
+        config,
+        kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:1"),
+        hbase=dataclasses.replace(config.hbase, port=1),
+    )
+    assert create_app(nowhere).test_client().get("/healthz").status_code == 200, "built with every server away"
+    fresh = dataclasses.replace(
+        config,
+        kafka=dataclasses.replace(config.kafka, ratings_topic=f"{unique_name}-ratings"),
+        hbase=dataclasses.replace(config.hbase, table_prefix=unique_name),
+    )
+    ready = create_app(fresh).test_client().get("/readyz")
+    problems = " ".join(ready.get_json()["problems"])
+    assert ready.status_code == 503
+    assert f"{unique_name}_speed is missing" in problems and f"{unique_name}-ratings is missing" in problems
+    assert "deploy.init" in problems
+
+
 def test_hbase_down_degrades_to_popular_with_a_notice(served):
     config, _, _, _ = served
     proxy = TcpProxy(config.hbase.port, config.hbase.host)

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from batch_layer import generation as gen_module
-from batch_layer.generation import build_generation, current_generation
+from batch_layer.generation import build_generation
 from batch_layer.ingest import DataFiles, ingest
 from batch_layer.show import show
+from deploy.init import init
 from readnext import artifacts
 from readnext.clients import hbase_connection
-from readnext.hbase_schema import generation_table, unpack_floats, unpack_ids, unpack_ratings
+from readnext.views import GenerationRecords, GenerationViews, generation_table
+from serving_layer.app import create_app
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
 
@@ -42,7 +44,6 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
     config = small_config
     try:
         generation = build_generation(spark, config)
-        assert current_generation(config) == generation
         store = artifacts.open_store(config)
         assert artifacts.current_generation(store) == generation
         ids, factors, manifest = artifacts.load_generation(store, generation)
@@ -63,27 +64,21 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         for user, book, rating in master:
             known.setdefault(user, {})[book] = rating
         conn = hbase_connection(config)
-        users = conn.table(generation_table(config, generation, "users"))
-        rows = dict(users.scan())
-        assert len(rows) == 240
-        row = rows[b"7"]
-        recs = unpack_ids(row[b"r:books"])
+        tables = GenerationViews(conn, config, generation)
+        assert len(tables.reader_ids()) == 240
+        row = tables.reader(7)
+        recs = row.books
         assert len(recs) == 10 and not set(recs.tolist()) & set(known[7])
-        scores = unpack_floats(row[b"r:scores"])
-        assert np.all(np.diff(scores) <= 1e-6), "best first"
-        history = dict(
-            zip(unpack_ids(row[b"h:books"]).tolist(), unpack_ratings(row[b"h:ratings"]).tolist(), strict=True)
-        )
-        assert history == known[7]
-        vector = unpack_floats(row[b"f:v"])
+        assert np.all(np.diff(row.scores) <= 1e-6), "best first"
+        assert row.history() == known[7]
         row_of = {int(b): k for k, b in enumerate(ids)}
-        expected = np.asarray(factors, dtype=np.float64) @ vector
-        assert np.allclose([expected[row_of[b]] for b in recs], scores, rtol=1e-4, atol=1e-5)
-        book = conn.table(generation_table(config, generation, "books")).row(b"3")
-        assert book[b"m:title"] == b'Book 3, "genre 3"'
-        assert int(book[b"p:count"]) == sum(1 for _, b, _ in master if b == 3)
-        similar = unpack_ids(book[b"s:books"])
-        assert len(similar) == 5 and 3 not in similar.tolist()
+        expected = np.asarray(factors, dtype=np.float64) @ row.features
+        assert np.allclose([expected[row_of[b]] for b in recs], row.scores, rtol=1e-4, atol=1e-5)
+        book = next(b for b in tables.books() if b.book_id == 3)
+        assert book.title == 'Book 3, "genre 3"'
+        assert book.ratings_count == sum(1 for _, b, _ in master if b == 3)
+        assert len(book.similar) == 5 and 3 not in [b for b, _ in book.similar]
+        assert GenerationRecords(conn, config).metrics(generation) == metrics
         conn.close()
         shown = show(config, 7, 3)
         assert shown.startswith(f"generation {generation}")
@@ -92,9 +87,91 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         drop_sandbox(config)
 
 
-def test_failed_run_leaves_previous_generation_serving_and_old_ones_are_pruned(
+def _fails_after(original, what: str):
+    def broken(*args, **kwargs):
+        original(*args, **kwargs)
+        raise OSError(f"injected failure after {what}")
+
+    return broken
+
+
+def _fails_before(what: str):
+    def broken(*args, **kwargs):
+        raise OSError(f"injected failure at {what}")
+
+    return broken
+
+
+FAILURES = {
+    "after the Hive write": lambda m: m.setattr(
+        gen_module.views, "write_hive", _fails_after(gen_module.views.write_hive, "the Hive write")
+    ),
+    "after the HBase write": lambda m: m.setattr(
+        gen_module.views, "write_hbase_books", _fails_after(gen_module.views.write_hbase_books, "the HBase write")
+    ),
+    "after the artifacts": lambda m: m.setattr(
+        gen_module.artifacts,
+        "publish_generation",
+        _fails_after(gen_module.artifacts.publish_generation, "the artifacts"),
+    ),
+    "after the records": lambda m: m.setattr(
+        gen_module, "_record_generation", _fails_after(gen_module._record_generation, "the records")
+    ),
+    "at the flip": lambda m: m.setattr(gen_module.artifacts, "set_current", _fails_before("the flip")),
+}
+
+
+def _names_of(spark, conn, config, generation: str) -> list[str]:
+    """Every place that still names `generation`: HBase tables and records, Hive partitions and history, artifacts."""
+    found = [t.decode() for t in conn.tables() if generation.encode() in t]
+    if generation in GenerationRecords(conn, config).generations():
+        found.append("HBase generations record")
+    for table in gen_module.VIEW_TABLES:
+        if f"generation={generation}" in [r[0] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()]:
+            found.append(f"Hive partition of {table}")
+    if spark.table("generations").where(f"generation = '{generation}'").count():
+        found.append("Hive generations row")
+    if generation in artifacts.list_generations(artifacts.open_store(config)):
+        found.append("artifact store")
+    return found
+
+
+def test_a_failure_at_any_publishing_step_leaves_the_previous_generation_serving(
     stack, spark, master, small_config, monkeypatch
 ):
+    config = dataclasses.replace(small_config, batch=dataclasses.replace(small_config.batch, evaluate=False))
+    init(config)
+    client = create_app(config).test_client()
+    try:
+        first = build_generation(spark, config)
+        for k, (step, inject) in enumerate(FAILURES.items()):
+            failed = f"2000010{k + 1}T000000000Z"
+            with monkeypatch.context() as m:
+                inject(m)
+                with pytest.raises(OSError, match="injected failure"):
+                    build_generation(spark, config, generation=failed)
+            assert artifacts.current_generation(artifacts.open_store(config)) == first, step
+            conn = hbase_connection(config)
+            try:
+                assert _names_of(spark, conn, config, failed) == [], step
+                assert _names_of(spark, conn, config, first) == [
+                    generation_table(config, first, "books"),
+                    generation_table(config, first, "users"),
+                    "HBase generations record",
+                    *[f"Hive partition of {t}" for t in gen_module.VIEW_TABLES],
+                    "Hive generations row",
+                    "artifact store",
+                ], step
+            finally:
+                conn.close()
+            answer = client.get("/api/v1/users/7/recommendations?n=3")
+            assert answer.status_code == 200 and answer.json["generation"] == first, step
+            assert answer.json["source"] == "batch", step
+    finally:
+        drop_sandbox(config)
+
+
+def test_old_generations_are_pruned_everywhere(stack, spark, master, small_config):
     config = dataclasses.replace(small_config, batch=dataclasses.replace(small_config.batch, evaluate=False))
     spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
     spark.sql(
@@ -107,31 +184,18 @@ def test_failed_run_leaves_previous_generation_serving_and_old_ones_are_pruned(
         first = build_generation(spark, config)
         manifest = artifacts.load_generation(artifacts.open_store(config), first)[2]
         assert manifest["stream_offsets"] == {"ratings-0": 9, "ratings-1": 2}
-
-        def broken_publish(*args, **kwargs):
-            raise OSError("artifact store unavailable")
-
-        with monkeypatch.context() as m:
-            m.setattr(gen_module.artifacts, "publish_generation", broken_publish)
-            with pytest.raises(OSError, match="artifact store unavailable"):
-                build_generation(spark, config, generation="20000101T000000000Z")
-        assert current_generation(config) == first
-        assert artifacts.current_generation(artifacts.open_store(config)) == first
-        conn = hbase_connection(config)
-        assert not [t for t in conn.tables() if b"20000101T000000000Z" in t]
-        conn.close()
-        assert spark.sql("SHOW PARTITIONS user_recommendations").count() == 1
-
         second = build_generation(spark, config)
         third = build_generation(spark, config)
         store = artifacts.open_store(config)
         assert artifacts.list_generations(store) == [second, third]
-        assert current_generation(config) == third
+        assert artifacts.current_generation(store) == third
         conn = hbase_connection(config)
-        names = {t.decode() for t in conn.tables()}
-        conn.close()
-        assert generation_table(config, first, "users") not in names
-        assert generation_table(config, second, "users") in names
+        try:
+            pruned = _names_of(spark, conn, config, first)
+            assert GenerationRecords(conn, config).generations() == [second, third]
+        finally:
+            conn.close()
+        assert pruned == ["Hive generations row"], "a pruned generation stays in Hive's history only"
         assert {r[0] for r in spark.sql("SHOW PARTITIONS user_recommendations").collect()} == {
             f"generation={second}",
             f"generation={third}",

@@ -9,15 +9,8 @@ import pytest
 
 from readnext import artifacts
 from readnext.clients import hbase_connection
-from readnext.hbase_schema import (
-    FAMILIES,
-    generation_table,
-    pack_ids,
-    pack_ratings,
-    row_key,
-)
 from readnext.model import ModelHolder
-from speed_layer.view import ensure_speed_table
+from readnext.views import BatchRow, GenerationViews, SpeedView, put_rows
 from tests.conftest import drop_sandbox
 
 
@@ -27,19 +20,20 @@ def env(stack, config, tmp_path, unique_name):
     config = dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, table_prefix=unique_name))
     store = artifacts.LocalStore(tmp_path)
     conn = hbase_connection(config)
-    ensure_speed_table(conn, config)
+    SpeedView(conn, config).ensure()
     rng = np.random.default_rng(4)
     factors = rng.normal(size=(30, 5)).astype(np.float32)
     model_cfg = dataclasses.asdict(dataclasses.replace(config.model, rating_offset=0.0))
 
     def publish(generation: str, offsets: dict[str, int], histories: dict[int, dict[int, int]]) -> None:
-        name = generation_table(config, generation, "users")
-        conn.create_table(name, FAMILIES["users"])
-        for user, ratings in histories.items():
-            conn.table(name).put(
-                row_key(user),
-                {b"h:books": pack_ids(list(ratings)), b"h:ratings": pack_ratings(list(ratings.values()))},
-            )
+        tables = GenerationViews(conn, config, generation)
+        tables.create()
+        empty = np.zeros(0)
+        put_rows(
+            conn,
+            tables.users_table,
+            [(u, BatchRow(empty, list(r), list(r.values()), [], empty)) for u, r in histories.items()],
+        )
         manifest = {"model": model_cfg, "stream_offsets": offsets}
         artifacts.publish_generation(store, generation, np.arange(1, 31), factors, manifest)
         artifacts.set_current(store, generation)

@@ -13,8 +13,8 @@ from batch_layer.ingest import DataFiles, ingest
 from readnext import artifacts
 from readnext.clients import hbase_connection, kafka_consumer, kafka_producer
 from readnext.events import EARLIEST_TS_MS, RatingProducer
-from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids
 from readnext.model import ModelHolder
+from readnext.views import GenerationViews, SpeedView
 from speed_layer import stream
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
@@ -73,20 +73,19 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
     producer.close()
 
     conn = hbase_connection(config)
-    speed = conn.table(speed_table(config))
-    wait_for(lambda: len(json.loads(speed.row(row_key(5)).get(b"v:events", b"[]"))) == 3, "reader 5's 3 events")
-    wait_for(lambda: speed.row(row_key(1000)), "new reader 1000's speed row")
+    speed = SpeedView(conn, config)
+    wait_for(lambda: len(speed.events([5]).get(5, [])) == 3, "reader 5's 3 events")
+    wait_for(lambda: speed.reader(1000), "new reader 1000's speed row")
     holder = ModelHolder(artifacts.open_store(config))
     holder.refresh()
     model = holder.model
     history = {b: r for u, b, r in rows if u == 5} | {81: 5, 2: 1}
-    row = speed.row(row_key(5))
-    assert np.allclose(unpack_floats(row[b"v:vector"]), model.fold_in(history), atol=1e-5)
-    recs = set(unpack_ids(row[b"v:books"]).tolist())
+    row = speed.reader(5)
+    assert np.allclose(row.vector, model.fold_in(history), atol=1e-5)
+    recs = set(row.books.tolist())
     assert recs and not recs & set(history), "known books, stream ones included, are never recommended"
     assert 81 not in recs
-    new_reader = speed.row(row_key(1000))
-    assert np.allclose(unpack_floats(new_reader[b"v:vector"]), model.fold_in({3: 4}), atol=1e-5)
+    assert np.allclose(speed.reader(1000).vector, model.fold_in({3: 4}), atol=1e-5)
     conn.close()
 
     assert _master_rows(spark, config, job, produced=8) == 4
@@ -112,9 +111,6 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
 def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     import threading
 
-    from batch_layer.generation import current_generation
-    from readnext.hbase_schema import unpack_ratings
-
     config, rows, job = live
     known5 = {b for u, b, _ in rows if u == 5}
     fresh = [b for b in range(1, 81) if b not in known5]
@@ -122,8 +118,8 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     producer.send(5, fresh[0], 5)
     producer.send(1000, 3, 4)
     conn = hbase_connection(config)
-    speed = conn.table(speed_table(config))
-    wait_for(lambda: speed.row(row_key(5)) and speed.row(row_key(1000)), "speed rows of readers 5 and 1000")
+    speed = SpeedView(conn, config)
+    wait_for(lambda: speed.reader(5) and speed.reader(1000), "speed rows of readers 5 and 1000")
     assert _master_rows(spark, config, job, produced=2) == 2
 
     during = threading.Timer(2.0, lambda: producer.send(5, fresh[1], 2))
@@ -131,32 +127,28 @@ def test_no_rating_is_lost_across_a_generation_flip(live, spark):
     generation = build_generation(spark, config)
     during.join()
     producer.close()
-    assert current_generation(config) == generation
+    assert artifacts.current_generation(artifacts.open_store(config)) == generation
 
     def settled():
-        row5 = speed.row(row_key(5))
-        return not speed.row(row_key(1000)) and (not row5 or row5[b"v:generation"] == generation.encode())
+        row5 = speed.reader(5)
+        return not speed.reader(1000) and (not row5 or row5.generation == generation)
 
     wait_for(settled, "the watcher to rebase the speed view on the new generation")
-    batch5 = conn.table(generation_table(config, generation, "users")).row(row_key(5))
-    history = dict(
-        zip(unpack_ids(batch5[b"h:books"]).tolist(), unpack_ratings(batch5[b"h:ratings"]).tolist(), strict=True)
-    )
+    tables = GenerationViews(conn, config, generation)
+    history = tables.reader(5).history()
     assert history[fresh[0]] == 5, "the rating streamed before the run is in the new generation"
     if fresh[1] not in history:
-        row5 = wait_for(lambda: speed.row(row_key(5)), "reader 5's speed row")
-        events = json.loads(row5[b"v:events"])
-        assert [(e[2], e[3]) for e in events] == [(fresh[1], 2)], (
+        row5 = wait_for(lambda: speed.reader(5), "reader 5's speed row")
+        assert [(e[2], e[3]) for e in row5.events] == [(fresh[1], 2)], (
             "the rating posted during the run is in the speed view"
         )
         holder = ModelHolder(artifacts.open_store(config))
         holder.refresh()
         merged = history | {fresh[1]: 2}
-        assert np.allclose(unpack_floats(row5[b"v:vector"]), holder.model.fold_in(merged), atol=1e-5)
+        assert np.allclose(row5.vector, holder.model.fold_in(merged), atol=1e-5)
     else:
         assert history[fresh[1]] == 2
-    batch1000 = conn.table(generation_table(config, generation, "users")).row(row_key(1000))
-    assert unpack_ids(batch1000[b"h:books"]).tolist() == [3]
+    assert tables.reader(1000).history_books.tolist() == [3]
     conn.close()
 
 
@@ -245,7 +237,6 @@ def test_no_record_stops_the_job_and_every_record_is_accounted_for(live, spark):
 def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(live, spark):
     import threading
 
-    from batch_layer.generation import current_generation
     from batch_layer.service import BatchService, batch_lock
 
     config, rows, job = live
@@ -254,7 +245,8 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
     )
     service = BatchService(spark, config)
     assert service.due() is None, "nothing new: no run"
-    before = current_generation(config)
+    store = artifacts.open_store(config)
+    before = artifacts.current_generation(store)
     new_book = 81  # in the catalog, rated by nobody: no factors yet
     assert new_book not in _model(config).row_of
     producer = RatingProducer(config)
@@ -262,25 +254,27 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
         producer.send(user, new_book, 5)
     producer.close()
     conn = hbase_connection(config)
-    speed = conn.table(speed_table(config))
-    wait_for(lambda: all(speed.row(row_key(u)) for u in (1, 6, 11, 16)), "speed rows of the four readers")
+    speed = SpeedView(conn, config)
+    wait_for(lambda: len(speed.events([1, 6, 11, 16])) == 4, "speed rows of the four readers")
 
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        wait_for(lambda: current_generation(config) != before, "the service's automatic generation", timeout=300)
+        wait_for(
+            lambda: artifacts.current_generation(store) != before, "the service's automatic generation", timeout=300
+        )
     finally:
         stop.set()
         thread.join(timeout=300)
     model = _model(config)
-    assert model.generation == current_generation(config)
+    assert model.generation == artifacts.current_generation(store)
     assert new_book in model.row_of, "the streamed book has factors now"
-    similar = list(conn.table(generation_table(config, model.generation, "books")).scan(columns=[b"s:books"]))
-    assert any(new_book in unpack_ids(row[b"s:books"]).tolist() for _, row in similar), (
+    books = GenerationViews(conn, config, model.generation).books(with_factors=False)
+    assert any(new_book in [b for b, _ in book.similar] for book in books), (
         "and is recommendable: it is among other books' similar books"
     )
-    wait_for(lambda: not any(speed.row(row_key(u)) for u in (1, 6, 11, 16)), "the new generation to absorb the rows")
+    wait_for(lambda: not speed.events([1, 6, 11, 16]), "the new generation to absorb the rows")
     assert service.due() is None, "the ratings are in the generation: nothing is due"
     with batch_lock(config), pytest.raises(Exception, match="another batch run"), batch_lock(config):
         pass

@@ -16,8 +16,8 @@ from readnext import artifacts
 from readnext.clients import hbase_connection
 from readnext.config import PROJECT_ROOT, load_config, sandbox_env
 from readnext.events import RatingProducer, ensure_topics
-from readnext.hbase_schema import generation_table, row_key, speed_table, unpack_floats, unpack_ids, unpack_ratings
 from readnext.model import ModelHolder
+from readnext.views import GenerationViews, SpeedView
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
 from tests.waiting import committed_events
@@ -92,14 +92,12 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
             time.sleep(0.02)
         producer.close()
         conn = hbase_connection(config)
-        speed = conn.table(speed_table(config))
+        speed = SpeedView(conn, config)
         per_user = Counter(u for u, _, _ in sent)
 
         def caught_up():
-            rows = dict(speed.rows([row_key(u) for u in per_user], columns=[b"v:events"]))
-            return all(
-                len(json.loads(rows.get(row_key(u), {}).get(b"v:events", b"[]"))) == n for u, n in per_user.items()
-            )
+            events = speed.events(per_user)
+            return all(len(events.get(u, [])) == n for u, n in per_user.items())
 
         deadline = time.monotonic() + 180
         while not caught_up():
@@ -114,21 +112,15 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
 
         holder = ModelHolder(artifacts.open_store(config))
         holder.refresh()
-        users = conn.table(generation_table(config, holder.model.generation, "users"))
+        tables = GenerationViews(conn, config, holder.model.generation)
         events_by_user: dict[int, list[tuple[int, int]]] = {}
         for user, book, rating in sent:
             events_by_user.setdefault(user, []).append((book, rating))
         for user, events in events_by_user.items():
-            row = users.row(row_key(user))
-            history = dict(
-                zip(
-                    unpack_ids(row.get(b"h:books")).tolist(),
-                    unpack_ratings(row.get(b"h:ratings")).tolist(),
-                    strict=True,
-                )
-            )
+            batch = tables.reader(user)
+            history = batch.history() if batch else {}
             history.update(dict(events))  # in posting order: the latest rating of a book wins
-            stored = unpack_floats(speed.row(row_key(user))[b"v:vector"])
+            stored = speed.reader(user).vector
             assert np.allclose(stored, holder.model.fold_in(history), atol=1e-5), f"reader {user}"
         conn.close()
 

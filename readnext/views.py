@@ -1,0 +1,381 @@
+"""The views in HBase: their layout, typed row codecs, reads and writes. No other module names a column.
+
+Tables (names carry the configured prefix, shown here as `readnext`):
+
+- `readnext_<generation>_users`, row key = user id (decimal), a `BatchRow`: `f:v` reader
+  factors; `h:books`, `h:ratings` the ratings the generation learnt from; `r:books`, `r:scores`
+  top-N, best first.
+- `readnext_<generation>_books`, row key = book id, a `BookRow`: `m:*` metadata (title, authors,
+  year, average_rating, image_url, small_image_url); `p:count`, `p:mean`, `p:bayes` popularity;
+  `f:v` book factors; `s:books`, `s:scores` similar books, best first.
+- `readnext_speed`, row key = user id, a `SpeedRow` (written by the speed layer): `v:events`
+  JSON [[origin, offset, book, rating, ts_ms], ...], the reader's stream events after the
+  generation's offsets; `v:generation` the generation it was computed against; `v:vector`;
+  `v:books`, `v:scores` top-N; `v:last_ts` newest event; `v:updated_ms` when it was written.
+- `readnext_generations`, row key = generation id: `g:created_at`, `g:data_cutoff`,
+  `g:stream_offsets`, `g:metrics`, `g:params` (JSON), a record of every published generation.
+  Which generation is served is not here: the artifact store's CURRENT is the one pointer
+  (readnext/artifacts.py), flipped last by a batch run.
+
+Generation tables are immutable and dropped whole when a generation is pruned. Vectors are
+packed big-endian: ids as int32, scores and factors as float32, ratings as int8.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from readnext.config import Config
+
+FAMILIES = {
+    "users": {"f": {"max_versions": 1}, "h": {"max_versions": 1}, "r": {"max_versions": 1}},
+    "books": {"m": {"max_versions": 1}, "p": {"max_versions": 1}, "f": {"max_versions": 1}, "s": {"max_versions": 1}},
+    "generations": {"g": {"max_versions": 1}},
+    "speed": {"v": {"max_versions": 1}},
+}
+Cells = dict[bytes, bytes]
+
+
+def row_key(entity_id: int) -> bytes:
+    return str(int(entity_id)).encode()
+
+
+def _ids(values: Iterable[int] | np.ndarray) -> bytes:
+    return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=">i4").tobytes()
+
+
+def _floats(values: Iterable[float] | np.ndarray) -> bytes:
+    return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=">f4").tobytes()
+
+
+def _unpack_ids(data: bytes | None) -> np.ndarray:
+    return np.frombuffer(data or b"", dtype=">i4").astype(np.int64)
+
+
+def _unpack_floats(data: bytes | None) -> np.ndarray:
+    return np.frombuffer(data or b"", dtype=">f4").astype(np.float64)
+
+
+def _text(value: Any) -> bytes:
+    return b"" if value is None else str(value).encode()
+
+
+def _number(value: bytes | None, kind: type) -> Any:
+    try:
+        return kind(float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def ranked(books: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
+    """(book, score) pairs of a stored top-N, best first."""
+    return list(zip(books.tolist(), scores.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """A reader in a generation: factors, the ratings it learnt from, and the top-N."""
+
+    features: np.ndarray
+    history_books: np.ndarray
+    history_ratings: np.ndarray
+    books: np.ndarray
+    scores: np.ndarray
+
+    HISTORY = (b"h:books", b"h:ratings")
+
+    def to_row(self) -> Cells:
+        return {
+            b"f:v": _floats(self.features),
+            b"h:books": _ids(self.history_books),
+            b"h:ratings": np.asarray(self.history_ratings, dtype=np.int8).tobytes(),
+            b"r:books": _ids(self.books),
+            b"r:scores": _floats(self.scores),
+        }
+
+    @classmethod
+    def from_row(cls, row: Cells) -> BatchRow:
+        """Missing columns read as empty (a read of the history columns only, say)."""
+        return cls(
+            _unpack_floats(row.get(b"f:v")),
+            _unpack_ids(row.get(b"h:books")),
+            np.frombuffer(row.get(b"h:ratings") or b"", dtype=np.int8).astype(np.float64),
+            _unpack_ids(row.get(b"r:books")),
+            _unpack_floats(row.get(b"r:scores")),
+        )
+
+    def history(self) -> dict[int, float]:
+        return dict(zip(self.history_books.tolist(), self.history_ratings.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class BookRow:
+    """A book in a generation: metadata, popularity, factors (None: ALS never saw it), similar books."""
+
+    book_id: int
+    title: str
+    authors: str
+    year: int | None = None
+    average_rating: float | None = None
+    image_url: str = ""
+    small_image_url: str = ""
+    ratings_count: int = 0
+    mean_rating: float | None = None
+    bayes_rating: float | None = None
+    features: np.ndarray | None = field(default=None, repr=False)
+    similar: tuple[tuple[int, float], ...] = field(default=(), repr=False)
+
+    TITLES = (b"m:title", b"m:authors")
+
+    def to_row(self) -> Cells:
+        row = {
+            b"m:title": _text(self.title),
+            b"m:authors": _text(self.authors),
+            b"m:year": _text(self.year),
+            b"m:average_rating": _text(self.average_rating),
+            b"m:image_url": _text(self.image_url),
+            b"m:small_image_url": _text(self.small_image_url),
+            b"p:count": _text(self.ratings_count or 0),
+            b"p:mean": _text(self.mean_rating),
+            b"p:bayes": _text(self.bayes_rating),
+        }
+        if self.features is not None:
+            row[b"f:v"] = _floats(self.features)
+        if self.similar:
+            row[b"s:books"] = _ids(b for b, _ in self.similar)
+            row[b"s:scores"] = _floats(s for _, s in self.similar)
+        return row
+
+    @classmethod
+    def from_row(cls, book_id: int, row: Cells) -> BookRow:
+        features = _unpack_floats(row[b"f:v"]) if b"f:v" in row else None
+        return cls(
+            book_id=book_id,
+            title=row.get(b"m:title", b"").decode(),
+            authors=row.get(b"m:authors", b"").decode(),
+            year=_number(row.get(b"m:year"), int),
+            average_rating=_number(row.get(b"m:average_rating"), float),
+            image_url=row.get(b"m:image_url", b"").decode(),
+            small_image_url=row.get(b"m:small_image_url", b"").decode(),
+            ratings_count=_number(row.get(b"p:count"), int) or 0,
+            mean_rating=_number(row.get(b"p:mean"), float),
+            bayes_rating=_number(row.get(b"p:bayes"), float),
+            features=features,
+            similar=tuple(ranked(_unpack_ids(row.get(b"s:books")), _unpack_floats(row.get(b"s:scores")))),
+        )
+
+
+@dataclass(frozen=True)
+class SpeedRow:
+    """A reader's stream events the generation lacks, folded in: vector and top-N."""
+
+    events: list[list[Any]]
+    generation: str = ""
+    vector: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    books: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    last_ts: int = 0
+    updated_ms: int = 0
+
+    EVENTS = (b"v:events",)
+    FRESHNESS = (b"v:events", b"v:updated_ms")
+
+    def to_row(self) -> Cells:
+        return {
+            b"v:events": json.dumps(self.events).encode(),
+            b"v:generation": self.generation.encode(),
+            b"v:vector": _floats(self.vector),
+            b"v:books": _ids(self.books),
+            b"v:scores": _floats(self.scores),
+            b"v:last_ts": str(self.last_ts).encode(),
+            b"v:updated_ms": str(self.updated_ms).encode(),
+        }
+
+    @classmethod
+    def from_row(cls, row: Cells) -> SpeedRow:
+        """Missing columns read as empty (a read of the events only, say)."""
+        return cls(
+            json.loads(row.get(b"v:events", b"[]")),
+            row.get(b"v:generation", b"").decode(),
+            _unpack_floats(row.get(b"v:vector")),
+            _unpack_ids(row.get(b"v:books")),
+            _unpack_floats(row.get(b"v:scores")),
+            int(row.get(b"v:last_ts", b"0")),
+            int(row.get(b"v:updated_ms", b"0")),
+        )
+
+
+def generations_table(config: Config) -> str:
+    return f"{config.hbase.table_prefix}_generations"
+
+
+def speed_table(config: Config) -> str:
+    return f"{config.hbase.table_prefix}_speed"
+
+
+def generation_table(config: Config, generation: str, kind: str) -> str:
+    """`kind` is 'users' or 'books'."""
+    return f"{config.hbase.table_prefix}_{generation}_{kind}"
+
+
+def is_missing_table(error: Exception) -> bool:
+    """Whether HBase refused a read because the table does not exist (its Thrift IOError says so)."""
+    return "TableNotFoundException" in str(getattr(error, "message", ""))
+
+
+def ensure_table(conn: Any, name: str, kind: str) -> None:
+    """Create table `name` with the column families of `kind` if it does not exist."""
+    if name.encode() not in conn.tables():
+        conn.create_table(name, FAMILIES[kind])
+
+
+def drop_table(conn: Any, name: str) -> None:
+    if name.encode() in conn.tables():
+        conn.delete_table(name, disable=True)
+
+
+def put_rows(conn: Any, table: str, rows: Iterable[tuple[int, BatchRow | BookRow]], batch_size: int = 1000) -> None:
+    """Write (id, row) pairs in batches: the batch layer's executors call this for each partition."""
+    with conn.table(table).batch(batch_size=batch_size) as batch:
+        for entity_id, row in rows:
+            batch.put(row_key(entity_id), row.to_row())
+
+
+class GenerationViews:
+    """One generation's users and books tables (immutable once the generation is published)."""
+
+    def __init__(self, conn: Any, config: Config, generation: str) -> None:
+        self.conn, self.config, self.generation = conn, config, generation
+        self.users_table = generation_table(config, generation, "users")
+        self.books_table = generation_table(config, generation, "books")
+
+    def create(self) -> None:
+        ensure_table(self.conn, self.users_table, "users")
+        ensure_table(self.conn, self.books_table, "books")
+
+    def drop(self) -> None:
+        drop_table(self.conn, self.users_table)
+        drop_table(self.conn, self.books_table)
+
+    def reader(self, user_id: int) -> BatchRow | None:
+        row = self.conn.table(self.users_table).row(row_key(user_id))
+        return BatchRow.from_row(row) if row else None
+
+    def histories(self, user_ids: Iterable[int]) -> dict[int, BatchRow]:
+        """The history columns of each reader the generation holds (others are absent)."""
+        rows = self.conn.table(self.users_table).rows([row_key(u) for u in user_ids], columns=list(BatchRow.HISTORY))
+        return {int(k): BatchRow.from_row(v) for k, v in rows}
+
+    def reader_ids(self, limit: int | None = None) -> list[int]:
+        table = self.conn.table(self.users_table)
+        return [int(k) for k, _ in table.scan(filter=b"KeyOnlyFilter()", limit=limit)]
+
+    def book_ids(self) -> set[int]:
+        return {int(k) for k, _ in self.conn.table(self.books_table).scan(filter=b"KeyOnlyFilter()")}
+
+    def books(self, with_factors: bool = True) -> Iterator[BookRow]:
+        columns = None if with_factors else [b"m", b"p", b"s"]
+        for key, row in self.conn.table(self.books_table).scan(batch_size=2000, columns=columns):
+            yield BookRow.from_row(int(key), row)
+
+    def titles(self, book_ids: list[int]) -> dict[int, tuple[str, str]]:
+        """(title, authors) by book id."""
+        rows = self.conn.table(self.books_table).rows([row_key(b) for b in book_ids], columns=list(BookRow.TITLES))
+        return {int(k): (v.get(b"m:title", b"?").decode(), v.get(b"m:authors", b"?").decode()) for k, v in rows}
+
+
+class SpeedView:
+    """The speed view: one table for every generation, rows keyed by reader."""
+
+    def __init__(self, conn: Any, config: Config) -> None:
+        self.conn, self.name = conn, speed_table(config)
+
+    def ensure(self) -> None:
+        ensure_table(self.conn, self.name, "speed")
+
+    def reader(self, user_id: int) -> SpeedRow | None:
+        """The reader's row; None also while the table is missing (`python -m deploy.init` creates it)."""
+        try:
+            row = self.conn.table(self.name).row(row_key(user_id))
+        except Exception as e:
+            if not is_missing_table(e):
+                raise
+            return None
+        return SpeedRow.from_row(row) if row else None
+
+    def events(self, user_ids: Iterable[int]) -> dict[int, list[list[Any]]]:
+        rows = self.conn.table(self.name).rows([row_key(u) for u in user_ids], columns=list(SpeedRow.EVENTS))
+        return {int(k): SpeedRow.from_row(v).events for k, v in rows}
+
+    def freshness(self, user_ids: Iterable[int]) -> dict[int, SpeedRow]:
+        """Events and write time of each reader that has a row (the speed benchmark's probe)."""
+        rows = self.conn.table(self.name).rows([row_key(u) for u in user_ids], columns=list(SpeedRow.FRESHNESS))
+        return {int(k): SpeedRow.from_row(v) for k, v in rows}
+
+    def not_on(self, generation: str) -> list[tuple[int, list[list[Any]]]]:
+        """(reader, events) of every row computed against another generation than `generation`."""
+        rows = self.conn.table(self.name).scan(columns=[b"v:events", b"v:generation"])
+        return [
+            (int(k), SpeedRow.from_row(v).events) for k, v in rows if v.get(b"v:generation", b"").decode() != generation
+        ]
+
+    @contextmanager
+    def writer(self) -> Iterator[SpeedWriter]:
+        with self.conn.table(self.name).batch() as batch:
+            yield SpeedWriter(batch)
+
+
+class SpeedWriter:
+    """Puts and deletes of speed rows, sent together when the `SpeedView.writer` block ends."""
+
+    def __init__(self, batch: Any) -> None:
+        self.batch = batch
+
+    def put(self, user_id: int, row: SpeedRow) -> None:
+        self.batch.put(row_key(user_id), row.to_row())
+
+    def delete(self, user_id: int) -> None:
+        self.batch.delete(row_key(user_id))
+
+
+class GenerationRecords:
+    """What each published generation was: times, stream offsets, metrics and parameters."""
+
+    def __init__(self, conn: Any, config: Config) -> None:
+        self.conn, self.name = conn, generations_table(config)
+
+    def ensure(self) -> None:
+        ensure_table(self.conn, self.name, "generations")
+
+    def record(self, manifest: dict[str, Any]) -> None:
+        self.ensure()
+        self.conn.table(self.name).put(
+            manifest["generation"].encode(),
+            {
+                b"g:created_at": manifest["created_at"].encode(),
+                b"g:data_cutoff": (manifest["data_cutoff"] or "").encode(),
+                b"g:stream_offsets": json.dumps(manifest["stream_offsets"]).encode(),
+                b"g:metrics": json.dumps(manifest["metrics"]).encode(),
+                b"g:params": json.dumps(manifest["model"]).encode(),
+            },
+        )
+
+    def generations(self) -> list[str]:
+        if self.name.encode() not in self.conn.tables():
+            return []
+        return [k.decode() for k, _ in self.conn.table(self.name).scan(filter=b"KeyOnlyFilter()")]
+
+    def metrics(self, generation: str) -> dict[str, Any]:
+        if self.name.encode() not in self.conn.tables():
+            return {}
+        return json.loads(self.conn.table(self.name).row(generation.encode()).get(b"g:metrics") or b"{}")
+
+    def delete(self, generation: str) -> None:
+        if self.name.encode() in self.conn.tables():
+            self.conn.table(self.name).delete(generation.encode())
