@@ -80,7 +80,7 @@ def _tune(spark, config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(spark, config) -> int:
+def _serve(spark, config, args: argparse.Namespace) -> int:
     import signal
     import threading
 
@@ -100,7 +100,69 @@ def _serve(spark, config) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _download(args: argparse.Namespace) -> int:
+    from batch_layer.download import DEFAULT_BASE_URL, DownloadError, download
+
+    try:
+        download(args.to, args.base_url or DEFAULT_BASE_URL)
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from batch_layer.show import show
+
+    print(show(load_config(), args.user, args.n))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from batch_layer.generate import generate
+
+    generate(args.source, args.out, args.users, args.seed)
+    return 0
+
+
+def _ingest(spark, config, args: argparse.Namespace) -> int:
+    from batch_layer.ingest import RatingColumns, ingest
+
+    ingest(spark, _files(args), RatingColumns(args.user_col, args.book_col, args.rating_col))
+    return 0
+
+
+def _train(spark, config, args: argparse.Namespace) -> int:
+    from batch_layer.generation import build_generation
+    from batch_layer.service import BatchRunning, batch_lock
+
+    try:
+        with batch_lock(config):
+            generation = build_generation(spark, config)
+    except BatchRunning as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"generation {generation} is current")
+    return 0
+
+
+def _run(spark, config, args: argparse.Namespace) -> int:
+    return _ingest(spark, config, args) or _train(spark, config, args)
+
+
+# Commands that need no Spark, and those that run on one SparkSession.
+LOCAL_COMMANDS = {"download": _download, "show": _show, "generate": _generate}
+SPARK_COMMANDS = {
+    "ingest": _ingest,
+    "train": _train,
+    "run": _run,
+    "serve": _serve,
+    "tune": _tune,
+    "evaluate": _evaluate,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m batch_layer", description="ReadNext batch layer")
     sub = parser.add_subparsers(dest="command", required=True)
     ingest_p = sub.add_parser("ingest", help="import goodbooks-10k files into the Hive master dataset")
@@ -138,59 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     generate_p.add_argument("--out", type=Path, required=True, help="CSV to write")
     generate_p.add_argument("--users", type=int, required=True, help="number of readers to generate")
     generate_p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    if args.command == "download":
-        from batch_layer.download import DEFAULT_BASE_URL, DownloadError, download
-
-        try:
-            download(args.to, args.base_url or DEFAULT_BASE_URL)
-        except DownloadError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "show":
-        from batch_layer.show import show
-
-        print(show(load_config(), args.user, args.n))
-        return 0
-    if args.command == "generate":
-        from batch_layer.generate import generate
-
-        generate(args.source, args.out, args.users, args.seed)
-        return 0
+    if args.command in LOCAL_COMMANDS:
+        return LOCAL_COMMANDS[args.command](args)
 
     from batch_layer import stages
-    from batch_layer.generation import build_generation
-    from batch_layer.ingest import RatingColumns, ingest
-    from batch_layer.service import BatchRunning, batch_lock
     from readnext.spark import get_spark
 
     config = load_config()
     stages.remember_durations(config.stack.state_dir / "run" / f"stage-seconds-{config.hbase.table_prefix}.json")
     spark = get_spark(config, app_name=f"readnext-batch-{args.command}")
     try:
-        if args.command in ("ingest", "run"):
-            ingest(spark, _files(args), RatingColumns(args.user_col, args.book_col, args.rating_col))
-        if args.command == "tune":
-            return _tune(spark, config, args)
-        if args.command == "evaluate":
-            return _evaluate(spark, config, args)
-        if args.command == "serve":
-            return _serve(spark, config)
-        if args.command in ("train", "run"):
-            try:
-                with batch_lock(config):
-                    generation = build_generation(spark, config)
-            except BatchRunning as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 1
-            print(f"generation {generation} is current")
+        return SPARK_COMMANDS[args.command](spark, config, args)
     finally:
         spark.stop()
-    return 0
 
 
 if __name__ == "__main__":

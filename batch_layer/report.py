@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jinja2
 import numpy as np
 
 from batch_layer import quality
@@ -24,6 +25,12 @@ from batch_layer.quality import Case, Catalog, Ratings, Scorer, Split
 from readnext.config import Config
 from readnext.foldin import FoldInParams
 from readnext.rerank import rerank, scaled_popularity
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -296,62 +303,20 @@ def write_report(report: dict[str, Any], out: Path) -> Path:
             for r in report["controls"]
         ],
     )
-    chosen = report["chosen_controls"]
-    text = f"""# Recommendation quality report
-
-Made by `python -m batch_layer evaluate` from `{report["source"]}`: {report["ratings"]:,} ratings
-({report["rejected_rows"]} rows rejected), {report["readers"]:,} readers, {report["items"]:,} books. Seed {s["seed"]}.
-Numbers: [quality.json](quality.json). Protocol and definitions: [docs/quality.md](../quality.md).
-
-Split: {s["holdout_readers"]:.0%} of the readers with enough ratings are test readers and as many
-validation readers, all left out of training; training holds the other readers' ratings except
-{1 - s["fold_fraction"]:.0%} of each, held out for protocol (b): {report["training_ratings"]:,} ratings,
-{report["catalog"]:,} books. {_relevance(s["relevant_min_rating"])}
-Readers scored: {report["readers_scored"]["test"]} (a), {report["readers_scored"]["known"]} (b),
-{report["readers_scored"]["validation"]} validation.
-
-Default model: implicit ALS, {settings}. Explicit ALS: same rank, reg {s["explicit_reg"]:g}.
-
-## (a) New readers: left out of training, {s["fold_fraction"]:.0%} of their ratings folded in
-
-{_table(header, [[name, *_metric_cells(m["a_new_readers"], k)] for name, m in methods.items()])}
-
-The default reaches {gain:,.0f}× the seed method's NDCG@{k}.
-
-## (b) Known readers: per-reader holdout
-
-{_table(header, [[name, *_metric_cells(m["b_known_readers"], k)] for name, m in methods.items()])}
-
-Coverage: share of the catalog recommended to anyone. Popularity pct.: mean popularity percentile
-of recommended books (100 = most rated). Dominated lists: share of lists with half or more of
-their books by one author or from one series.
-
-## Rank and regularisation (validation readers)
-
-![quality against rank and regularisation](quality_vs_settings.png)
-
-{sweep}
-
-## Popularity of what is recommended
-
-![popularity of recommended books](popularity.png)
-
-## Popularity and diversity controls (validation readers)
-
-The serving layer subtracts `popularity_penalty` × scaled popularity from each score and keeps at
-most `max_per_author` books of one author per page. Chosen default: the widest coverage within 2%
-of the best NDCG among the settings whose lists are almost never (at most 1%) dominated by one
-author or series: **popularity_penalty = {chosen["popularity_penalty"]:g}, max_per_author =
-{chosen["max_per_author"]}**.
-
-![controls trade-off](controls.png)
-
-{controls}
-
-## Time
-
-{_table(["step", "seconds"], [[name, f"{t:.1f}"] for name, t in report["seconds"].items()])}
-"""
+    text = _TEMPLATES.get_template("quality_report.md.j2").render(
+        report=report,
+        s=s,
+        k=k,
+        settings=settings,
+        relevance=_relevance(s["relevant_min_rating"]),
+        new_readers=_table(header, [[name, *_metric_cells(m["a_new_readers"], k)] for name, m in methods.items()]),
+        known_readers=_table(header, [[name, *_metric_cells(m["b_known_readers"], k)] for name, m in methods.items()]),
+        gain=gain,
+        sweep=sweep,
+        chosen=report["chosen_controls"],
+        controls=controls,
+        seconds=_table(["step", "seconds"], [[name, f"{t:.1f}"] for name, t in report["seconds"].items()]),
+    )
     path = out / "report.md"
     path.write_text(text)
     return path
