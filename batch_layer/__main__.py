@@ -72,7 +72,7 @@ def _tune(spark, config, args: argparse.Namespace) -> int:
     if not grid:
         raise SystemExit("error: give at least one of --rank --reg --alpha --rating-offset --iterations")
     result = grid_search(spark, config, _ratings(args), grid)
-    for row in sorted(result["grid"], key=lambda r: -r[f"ndcg@{config.batch.eval_k}"]):
+    for row in sorted(result["grid"], key=lambda r: -r[f"ndcg@{config.evaluation.k}"]):
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     print(f"best on the {result['validation_readers']} validation readers: {json.dumps(result['best'])}")
     if args.out:

@@ -1,14 +1,13 @@
-"""Held-out evaluation of a generation with one ALS training: readers held out, then folded in.
+"""The one evaluation protocol and metrics: the batch run's check, the quality report and `tune` use it.
 
-Protocol (Oryx publishes the model built on its training split the same way): of the readers
-with at least `eval_min_ratings` ratings a seeded sample, `eval_users` at most and
-`eval_reader_share` of them at most, is left out of training altogether. The one ALS model is
-trained on everyone else. Each held-out reader's ratings are shuffled (seeded); `holdout_fraction`
-of them is hidden, the rest is folded in exactly against the trained book factors
-(readnext.foldin, the speed layer's and the serving layer's fold-in), and the top `eval_k` books
-(the folded-in ones excluded) are compared with the hidden books rated `relevant_min_rating`
-stars or more. The same readers are then served from their whole history folded in, as the speed
-layer would serve a new reader.
+Protocol (settings in [evaluation]): of the readers with at least `min_ratings` ratings a seeded
+`reader_share` (`max_readers` at most) is left out of training altogether; the model is trained
+on everyone else (Oryx publishes the model built on its training split the same way). A seeded
+`fold_fraction` of each held-out reader's ratings is folded in exactly against the trained book
+factors (readnext.foldin, the speed and serving layers' fold-in); the top `k` books, the folded-in
+ones excluded, are compared with the hidden books rated `relevant_min_rating` stars or more
+(1: every book the reader went on to rate). A batch run then serves the held-out readers from
+their whole history folded in, as the speed layer serves a new reader.
 
 NDCG@k uses binary relevance; Recall@k is hits / min(k, relevant); MAP@k averages precision at
 each hit over min(k, relevant); catalog coverage is the share of books recommended to anyone.
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from batch_layer.train import Factors
-from readnext.config import BatchConfig, ModelConfig
+from readnext.config import EvaluationConfig, ModelConfig
 from readnext.foldin import FoldInParams, fold_in, gramian, recommend, top_n
 
 if TYPE_CHECKING:
@@ -38,15 +37,30 @@ class HeldOut:
     readers: dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def hold_out_readers(ratings: DataFrame, batch: BatchConfig, seed: int) -> tuple[DataFrame, HeldOut]:
-    """(the training ratings, the held-out readers): a seeded sample of eligible readers leaves training."""
+def held_out_readers(
+    eligible: np.ndarray, evaluation: EvaluationConfig, rng: np.random.Generator, groups: int = 1
+) -> list[np.ndarray]:
+    """`groups` disjoint seeded samples of `reader_share` of the eligible readers each (`max_readers` at most)."""
+    eligible = np.array(eligible, dtype=np.int64)
+    rng.shuffle(eligible)
+    n = min(evaluation.max_readers, int(round(len(eligible) * evaluation.reader_share)))
+    return [eligible[g * n : (g + 1) * n] for g in range(groups)]
+
+
+def fold_split(n_ratings: int, evaluation: EvaluationConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(folded-in, hidden) positions of a held-out reader's ratings."""
+    order = rng.permutation(n_ratings)
+    n_known = int(round(n_ratings * evaluation.fold_fraction))
+    return order[:n_known], order[n_known:]
+
+
+def hold_out_readers(ratings: DataFrame, evaluation: EvaluationConfig, seed: int) -> tuple[DataFrame, HeldOut]:
+    """(the training ratings, the held-out readers): the protocol's readers leave training."""
     from pyspark.sql import functions as F
 
-    eligible = sorted(
-        r.user_id for r in ratings.groupBy("user_id").count().where(F.col("count") >= batch.eval_min_ratings).collect()
-    )
-    n = min(batch.eval_users, int(round(len(eligible) * batch.eval_reader_share)))
-    chosen = np.sort(np.random.default_rng(seed).choice(eligible, size=n, replace=False)) if n else []
+    counts = ratings.groupBy("user_id").count().where(F.col("count") >= evaluation.min_ratings)
+    eligible = sorted(r.user_id for r in counts.collect())
+    chosen = np.sort(held_out_readers(np.array(eligible), evaluation, np.random.default_rng(seed))[0])
     spark = ratings.sparkSession
     chosen_frame = F.broadcast(spark.createDataFrame([(int(u),) for u in chosen], "user_id INT"))
     readers: dict[int, tuple[list[int], list[int]]] = {}
@@ -82,7 +96,7 @@ def ranking_metrics(recommended: Sequence[np.ndarray], relevant: Sequence[set[in
 
 
 def evaluate_held_out(
-    held: HeldOut, books: Factors, counts: np.ndarray, model: ModelConfig, batch: BatchConfig
+    held: HeldOut, books: Factors, counts: np.ndarray, model: ModelConfig, evaluation: EvaluationConfig
 ) -> dict[str, dict]:
     """Metrics of the ALS model (held-out readers folded in) and of the popularity baseline (`counts` per book row)."""
     rng = np.random.default_rng(model.seed)
@@ -90,16 +104,15 @@ def evaluate_held_out(
     vectors = np.asarray(books.vectors, dtype=np.float64)
     yty = gramian(vectors) if params.implicit else None
     row_of = books.row_of()
-    k = batch.eval_k
+    k = evaluation.k
     als_lists, pop_lists, rel_lists, errors = [], [], [], []
     for user in sorted(held.readers):
         ids, stars = held.readers[user]
-        order = rng.permutation(len(ids))
-        n_hidden = int(round(len(ids) * batch.holdout_fraction))
-        hidden, known = order[:n_hidden], order[n_hidden:]
+        known, hidden = fold_split(len(ids), evaluation, rng)
         known = np.array([i for i in known if int(ids[i]) in row_of], dtype=np.int64)
         rows = np.array([row_of[int(ids[i])] for i in known], dtype=np.int64)
-        relevant = {int(ids[i]) for i in hidden if stars[i] >= batch.relevant_min_rating and int(ids[i]) in row_of}
+        threshold = evaluation.relevant_min_rating
+        relevant = {int(ids[i]) for i in hidden if stars[i] >= threshold and int(ids[i]) in row_of}
         x = fold_in(vectors, rows, stars[known], params, yty)
         if not params.implicit:
             scored = [i for i in hidden if int(ids[i]) in row_of]

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from readnext.clients import hbase_pool
 from readnext.config import Config
 from readnext.hive import ensure_tables
 from readnext.spark import blas_name
-from readnext.views import GenerationRecords, GenerationViews
+from readnext.views import BookRow, GenerationRecords, GenerationViews
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
@@ -71,6 +70,7 @@ class Run:
     books: Factors | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     frames: dict[str, DataFrame] = field(default_factory=dict)
+    book_rows: list[BookRow] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,7 +95,7 @@ def load(run: Run) -> None:
 def hold_out(run: Run) -> None:
     if run.config.batch.evaluate:
         with stage("hold out readers for evaluation") as done:
-            run.train, run.held = hold_out_readers(run.ratings, run.config.batch, run.config.model.seed)
+            run.train, run.held = hold_out_readers(run.ratings, run.config.evaluation, run.config.model.seed)
             done({"held_out_readers": len(run.held.readers)})
 
 
@@ -111,7 +111,9 @@ def evaluate(run: Run) -> None:
         with stage("evaluate (held-out readers folded in)") as done:
             counts = {r.book_id: r["count"] for r in run.train.groupBy("book_id").count().collect()}
             popularity = np.array([counts.get(int(b), 0) for b in run.books.ids], dtype=float)
-            run.metrics = done(evaluate_held_out(run.held, run.books, popularity, run.config.model, run.config.batch))
+            run.metrics = done(
+                evaluate_held_out(run.held, run.books, popularity, run.config.model, run.config.evaluation)
+            )
 
 
 def compute_views(run: Run) -> None:
@@ -122,54 +124,44 @@ def compute_views(run: Run) -> None:
             folded = fold_in_held_out(run.held, books, run.config.model, batch_cfg.top_n)
             recs = recs.unionByName(spark.createDataFrame(folded, views.USER_VIEW))
         recs = recs.cache()
-        similar = spark.createDataFrame(
-            views.similar_books(books, batch_cfg.similar_k), f"book_id INT, similar {views.REC_TYPE}"
-        ).cache()
+        similar = views.similar_books(books, batch_cfg.similar_k)
         pop = views.popularity(run.ratings, batch_cfg.popularity_prior_count).cache()
         meta = views.book_metadata(spark).cache()
-        book_factors = spark.createDataFrame(
-            [(int(b), v.tolist()) for b, v in zip(books.ids, books.vectors, strict=True)],
-            "book_id INT, features ARRAY<FLOAT>",
-        )
-        run.frames = {"recs": recs, "similar": similar, "pop": pop, "meta": meta, "book_factors": book_factors}
-        done({"users": recs.count(), "similar": similar.count(), "popularity": pop.count()})
+        run.frames = {
+            "recs": recs,
+            "similar": spark.createDataFrame(similar, f"book_id INT, similar {views.REC_TYPE}"),
+            "pop": pop,
+            "meta": meta,
+            "book_factors": spark.createDataFrame(
+                [(int(b), v.tolist()) for b, v in zip(books.ids, books.vectors, strict=True)],
+                "book_id INT, features ARRAY<FLOAT>",
+            ),
+        }
+        run.book_rows = views.book_rows(meta, pop, books, similar)
+        done({"users": recs.count(), "similar": len(similar), "books": len(run.book_rows)})
 
 
 def write_views(run: Run) -> None:
-    """Hive and HBase side by side: Hive's writes wait mostly on the metastore, HBase's on Thrift."""
     f = run.frames
-    hive_views = {
-        "book_factors": f["book_factors"],
-        "user_factors": f["recs"].select("user_id", "features"),
-        "user_recommendations": f["recs"].select("user_id", "recs"),
-        "similar_books": f["similar"],
-        "book_popularity": f["pop"],
-        "book_metadata": f["meta"],
-    }
-    books = (
-        f["meta"]
-        .join(f["pop"], "book_id", "full_outer")
-        .join(f["book_factors"], "book_id", "left")
-        .join(f["similar"], "book_id", "left")
-    )
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        hive_written = pool.submit(_write_hive_views, run.spark, run.generation, hive_views)
-        _write_hbase_views(run.config, run.generation, f["recs"], books)
-        hive_written.result()
-
-
-def _write_hive_views(spark: SparkSession, generation: str, frames: dict[str, DataFrame]) -> None:
-    with stage("write Hive views", generation):
-        views.write_hive(spark, generation, frames)
-
-
-def _write_hbase_views(config: Config, generation: str, recs: DataFrame, books: DataFrame) -> None:
-    with stage("write HBase views", generation):
-        with hbase_pool(config, size=1).connection() as conn:
-            tables = GenerationViews(conn, config, generation)
+    with stage("write Hive views", run.generation):
+        views.write_hive(
+            run.spark,
+            run.generation,
+            {
+                "book_factors": f["book_factors"],
+                "user_factors": f["recs"].select("user_id", "features"),
+                "user_recommendations": f["recs"].select("user_id", "recs"),
+                "similar_books": f["similar"],
+                "book_popularity": f["pop"],
+                "book_metadata": f["meta"],
+            },
+        )
+    with stage("write HBase views", run.generation):
+        with hbase_pool(run.config, size=1).connection() as conn:
+            tables = GenerationViews(conn, run.config, run.generation)
             tables.create()
-        views.write_hbase_users(config, tables.users_table, recs)
-        views.write_hbase_books(config, tables.books_table, books)
+        views.write_hbase_users(run.config, tables.users_table, f["recs"])
+        views.write_hbase_books(run.config, tables.books_table, run.book_rows)
 
 
 def publish(run: Run) -> None:

@@ -1,10 +1,12 @@
 """Offline quality: one seeded split of a ratings file, two protocols, the same metrics for every method.
 
-Readers with at least `min_ratings` ratings are shuffled (seeded); `holdout_readers` of them
-become test readers and as many validation readers, the rest are training readers.
+The split and the metrics are batch_layer/evaluate.py's, with the [evaluation] settings: of the
+readers with at least `min_ratings` ratings, `reader_share` become test readers and as many
+validation readers, the rest are training readers.
 
-- Protocol (a), new readers: test (and validation) readers are left out of training entirely; a
-  seeded `fold_fraction` of each one's ratings is folded in, the rest is to be predicted.
+- Protocol (a), new readers: the batch run's protocol. Test (and validation) readers are left out
+  of training entirely; a seeded `fold_fraction` of each one's ratings is folded in, the rest is
+  to be predicted.
 - Protocol (b), known readers: of each training reader a seeded 1 - `fold_fraction` of the ratings
   is held out of training and predicted from the rest.
 
@@ -26,9 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from batch_layer.evaluate import ranking_metrics
+from batch_layer.evaluate import fold_split, held_out_readers, ranking_metrics
 from batch_layer.train import collect_factors, fit_als
-from readnext.config import Config, ModelConfig
+from readnext.config import Config, EvaluationConfig, ModelConfig
 from readnext.foldin import FoldInParams, fold_in, gramian, project, top_n
 
 if TYPE_CHECKING:
@@ -107,26 +109,17 @@ class Split:
         return np.bincount(self.train.items, minlength=len(self.item_ids)).astype(np.float64)
 
 
-def split(
-    data: Ratings,
-    seed: int,
-    holdout_readers: float = 0.15,
-    fold_fraction: float = 0.8,
-    min_ratings: int = 5,
-    relevant_min_rating: float = 4,
-    max_known_cases: int = 2000,
-) -> Split:
+def split(data: Ratings, seed: int, evaluation: EvaluationConfig) -> Split:
     """The seeded split described in the module docstring."""
+    fold_fraction, relevant_min_rating = evaluation.fold_fraction, evaluation.relevant_min_rating
     rng = np.random.default_rng(seed)
     order = np.argsort(data.users, kind="stable")
     readers, starts = np.unique(data.users[order], return_index=True)
     rows_of = dict(zip(readers.tolist(), np.split(order, starts[1:]), strict=True))
-    eligible = np.array([u for u in readers.tolist() if len(rows_of[u]) >= min_ratings], dtype=np.int64)
-    rng.shuffle(eligible)
-    n_out = int(round(len(eligible) * holdout_readers))
-    test_readers, validation_readers = eligible[:n_out].tolist(), eligible[n_out : 2 * n_out].tolist()
+    eligible = [u for u in readers.tolist() if len(rows_of[u]) >= evaluation.min_ratings]
+    test_readers, validation_readers = (g.tolist() for g in held_out_readers(eligible, evaluation, rng, groups=2))
     held_out = set(test_readers) | set(validation_readers)
-    train_rows, hidden_of, eligible_set = [], {}, set(eligible.tolist())
+    train_rows, hidden_of, eligible_set = [], {}, set(eligible)
     for u in readers.tolist():
         if u in held_out:
             continue
@@ -158,29 +151,20 @@ def split(
     def held_out_cases(users: list[int]) -> list[Case]:
         cases = []
         for u in sorted(users):
-            rows = rng.permutation(rows_of[u])
-            n_known = int(round(len(rows) * fold_fraction))
-            cases.append(case(u, rows[:n_known], rows[n_known:]))
+            known, hidden = fold_split(len(rows_of[u]), evaluation, rng)
+            cases.append(case(u, rows_of[u][known], rows_of[u][hidden]))
         return [c for c in cases if c is not None]
 
     known = [c for u in sorted(hidden_of) if (c := case(u, *hidden_of[u])) is not None]
-    if len(known) > max_known_cases:
-        known = [known[i] for i in np.sort(rng.choice(len(known), max_known_cases, replace=False))]
+    if len(known) > evaluation.max_known_readers:
+        chosen = rng.choice(len(known), evaluation.max_known_readers, replace=False)
+        known = [known[i] for i in np.sort(chosen)]
     return Split(item_ids, train, held_out_cases(validation_readers), held_out_cases(test_readers), known)
 
 
 def split_for(data: Ratings, config: Config) -> Split:
-    """The split with the configured [quality] settings and the model's seed: report and tuning share it."""
-    q = config.quality
-    return split(
-        data,
-        config.model.seed,
-        q.holdout_readers,
-        q.fold_fraction,
-        q.min_ratings,
-        q.relevant_min_rating,
-        q.max_known_readers,
-    )
+    """The split with the [evaluation] settings and the model's seed: report and tuning share it."""
+    return split(data, config.model.seed, config.evaluation)
 
 
 def popularity_scorer(split_: Split) -> Scorer:

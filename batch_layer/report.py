@@ -128,7 +128,7 @@ def build_report(
     source: str,
 ) -> dict[str, Any]:
     """Every number of the report, as JSON-ready data."""
-    qc, model, k = config.quality, config.model, config.batch.eval_k
+    qc, ev, model, k = config.quality, config.evaluation, config.model, config.evaluation.k
     timer = Timer()
     split = timer.run("split", quality.split_for, data, config)
     catalog = Catalog.build(split, books)
@@ -180,9 +180,9 @@ def build_report(
         "settings": {
             "seed": model.seed,
             "k": k,
-            "holdout_readers": qc.holdout_readers,
-            "fold_fraction": qc.fold_fraction,
-            "relevant_min_rating": qc.relevant_min_rating,
+            "holdout_readers": ev.reader_share,
+            "fold_fraction": ev.fold_fraction,
+            "relevant_min_rating": ev.relevant_min_rating,
             "model": dataclasses.asdict(model),
             "explicit_reg": qc.explicit_reg,
             "ease_lambda": qc.ease_lambda,

@@ -21,7 +21,6 @@ log = logging.getLogger("batch_layer")
 T = TypeVar("T")
 PROGRESS_S = 10.0
 HISTORY: Path | None = None
-_HISTORY_LOCK = threading.Lock()  # stages may end side by side (the Hive and HBase view writes)
 
 
 def remember_durations(path: Path) -> None:
@@ -89,6 +88,5 @@ def stage(name: str, detail: object = "") -> Iterator[Callable[[T], T]]:
     counts = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     log.info("stage %s: end in %.1f s %s", name, seconds, counts if counts is not None else "")
     if HISTORY is not None:
-        with _HISTORY_LOCK:
-            HISTORY.parent.mkdir(parents=True, exist_ok=True)
-            HISTORY.write_text(json.dumps({**_history(), name: round(seconds, 1)}))
+        HISTORY.parent.mkdir(parents=True, exist_ok=True)
+        HISTORY.write_text(json.dumps({**_history(), name: round(seconds, 1)}))

@@ -31,7 +31,7 @@ def grid_search(
     """Score every combination of `grid` (keys are [model] settings); returns all rows and the best."""
     split = quality.split_for(data, config)
     catalog = quality.Catalog.build(split, None)
-    k = config.batch.eval_k
+    k = config.evaluation.k
     rows = []
     with tempfile.TemporaryDirectory(prefix="readnext-tune-") as folder:
         for values in itertools.product(*grid.values()):

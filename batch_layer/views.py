@@ -132,27 +132,45 @@ def write_hbase_users(config: Config, table: str, recs: DataFrame) -> None:
     recs.foreachPartition(lambda frame_rows: _put_partition(config, table, rows(frame_rows)))
 
 
-def write_hbase_books(config: Config, table: str, books: DataFrame) -> None:
-    """One row per book: metadata, popularity, factors and similar books."""
+def book_rows(meta: DataFrame, pop: DataFrame, books: Factors, similar: list[tuple[int, list]]) -> list[BookRow]:
+    """Every book of the catalog or of the ratings, assembled on the driver.
 
-    def rows(frame_rows: Iterator[Any]) -> Iterator[tuple[int, BookRow]]:
-        for r in frame_rows:
-            yield (
-                r.book_id,
-                BookRow(
-                    book_id=r.book_id,
-                    title=r.title,
-                    authors=r.authors,
-                    year=r.year,
-                    average_rating=r.average_rating,
-                    image_url=r.image_url,
-                    small_image_url=r.small_image_url,
-                    ratings_count=r.ratings_count or 0,
-                    mean_rating=r.mean_rating,
-                    bayes_rating=r.bayes_rating,
-                    features=r.features,
-                    similar=tuple((x.book_id, x.score) for x in r.similar or ()),
-                ),
+    A catalog is small whatever the number of ratings (goodbooks: 10,000 books), and the factors
+    and similar books are on the driver already: joining them in Spark and sending the rows through
+    Python workers took 4.9 s of the 5% slice's run, this about 1 s.
+    """
+    metadata = {r.book_id: r for r in meta.collect()}
+    popularity = {r.book_id: r for r in pop.collect()}
+    vectors = dict(zip(books.ids.tolist(), books.vectors, strict=True))
+    similar_of = dict(similar)
+    rows = []
+    for book_id in sorted(set(metadata) | set(popularity)):
+        m, p = metadata.get(book_id), popularity.get(book_id)
+        rows.append(
+            BookRow(
+                book_id=book_id,
+                title=m.title if m else None,
+                authors=m.authors if m else None,
+                year=m.year if m else None,
+                average_rating=m.average_rating if m else None,
+                image_url=m.image_url if m else None,
+                small_image_url=m.small_image_url if m else None,
+                ratings_count=p.ratings_count if p else 0,
+                mean_rating=p.mean_rating if p else None,
+                bayes_rating=p.bayes_rating if p else None,
+                features=vectors.get(book_id),
+                similar=tuple(similar_of.get(book_id, ())),
             )
+        )
+    return rows
 
-    books.foreachPartition(lambda frame_rows: _put_partition(config, table, rows(frame_rows)))
+
+def write_hbase_books(config: Config, table: str, books: list[BookRow]) -> None:
+    """One row per book: metadata, popularity, factors and similar books, written from the driver."""
+    from readnext.clients import hbase_connection
+
+    conn = hbase_connection(config)
+    try:
+        put_rows(conn, table, ((b.book_id, b) for b in books))
+    finally:
+        conn.close()

@@ -101,12 +101,6 @@ class BatchConfig:
     similar_k: int
     keep_generations: int
     evaluate: bool
-    holdout_fraction: float
-    eval_min_ratings: int
-    eval_users: int
-    eval_reader_share: float
-    eval_k: int
-    relevant_min_rating: int
     popularity_prior_count: float
     check_s: float
     min_new_ratings: int
@@ -114,12 +108,20 @@ class BatchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class QualityConfig:
-    holdout_readers: float
-    fold_fraction: float
+class EvaluationConfig:
+    """One protocol for the batch run's check, the quality report and `tune` (batch_layer/evaluate.py)."""
+
+    reader_share: float
+    max_readers: int
     min_ratings: int
+    fold_fraction: float
     relevant_min_rating: float
+    k: int
     max_known_readers: int
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityConfig:
     explicit_reg: float
     ease_lambda: float
 
@@ -166,6 +168,7 @@ class Config:
     stack: StackConfig
     model: ModelConfig
     batch: BatchConfig
+    evaluation: EvaluationConfig
     quality: QualityConfig
     speed: SpeedConfig
     supervisor: SupervisorConfig

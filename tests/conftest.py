@@ -11,7 +11,7 @@ import os
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,25 +19,33 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from batch_layer.generation import build_generation
+from batch_layer.ingest import DataFiles, ingest
+from deploy.init import init
+from deploy.stack import Stack
+from readnext.clients import hbase_connection, kafka_admin
+from readnext.config import PROJECT_ROOT, Config, load_config, sandbox_env
+from readnext.events import StreamEvent
+from readnext.views import SpeedView
+from serving_layer.app import create_app
+from speed_layer.view import update_readers
+from tests.data import taste_ratings, write_books, write_ratings
+
 _TEST_STATE = Path(tempfile.mkdtemp(prefix="readnext-tests-"))
-from readnext.config import sandbox_env  # noqa: E402
 
-for _key, _value in sandbox_env(_TEST_STATE, "readnext_test").items():
-    os.environ.setdefault(_key, _value)
-os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
 
-from batch_layer.generation import build_generation  # noqa: E402
-from batch_layer.ingest import DataFiles, ingest  # noqa: E402
-from deploy.init import init  # noqa: E402
-from deploy.stack import Stack  # noqa: E402
-from readnext.clients import hbase_connection, kafka_admin  # noqa: E402
-from readnext.config import PROJECT_ROOT, Config, load_config  # noqa: E402
-from serving_layer.app import create_app  # noqa: E402
-from tests.data import taste_ratings, write_books, write_ratings  # noqa: E402
+def pytest_configure(config: pytest.Config) -> None:
+    """Point every setting that names a place (metastore, warehouse, HBase prefix, topics) at a sandbox."""
+    for key, value in sandbox_env(_TEST_STATE, "readnext_test").items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that stop and restart the shared stack run after all the others."""
+    """Mark every test that needs the stack (`pytest -m "not stack"`: the pure ones); stack restarts run last."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
     items.sort(key=lambda item: item.get_closest_marker("stack_lifecycle") is not None)
 
 
@@ -129,6 +137,24 @@ def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
     app = create_app(config)
     yield Served(config, rows, app.test_client(), app)
     drop_sandbox(config)
+
+
+@pytest.fixture
+def speed_rows(served: Served) -> Iterator[Callable[[dict[int, list[StreamEvent]]], None]]:
+    """Writes speed-view rows into the shared `served` generation; they are removed after the test."""
+    conn = hbase_connection(served.config)
+    written: list[int] = []
+
+    def write(events: dict[int, list[StreamEvent]]) -> None:
+        model = served.app.extensions["readnext"].snapshot().model
+        update_readers(conn, served.config, model, events, n=served.config.batch.top_n)
+        written.extend(events)
+
+    yield write
+    with SpeedView(conn, served.config).writer() as out:
+        for user in written:
+            out.delete(user)
+    conn.close()
 
 
 def drop_sandbox(config: Config) -> None:

@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from readnext.clients import hbase_connection, kafka_consumer
+from readnext.clients import kafka_consumer
 from readnext.events import StreamEvent
 from serving_layer.app import create_app
-from speed_layer.view import update_readers
 from tests.proxy import TcpProxy
 
 
@@ -20,7 +19,8 @@ def _known(rows, user):
 
 
 def test_known_reader_gets_the_batch_view_with_metadata_and_reasons(served):
-    config, rows, client, _ = served
+    rows = served.rows
+    client = served.client
     answer = client.get("/api/v1/users/4/recommendations?n=5").get_json()
     assert answer["source"] == "batch" and len(answer["items"]) == 5
     ids = [i["book_id"] for i in answer["items"]]
@@ -36,13 +36,10 @@ def test_known_reader_gets_the_batch_view_with_metadata_and_reasons(served):
     assert set(_known(rows, 4)) & {i["book_id"] for i in with_known["items"]}
 
 
-def test_speed_view_newer_than_the_batch_wins(served):
-    config, rows, client, app = served
-    snap = app.extensions["readnext"].snapshot()
+def test_speed_view_newer_than_the_batch_wins(served, speed_rows):
+    rows, client = served.rows, served.client
     unseen = next(b for b in range(1, 91) if b not in _known(rows, 6))
-    conn = hbase_connection(config)
-    update_readers(conn, config, snap.model, {6: [StreamEvent("x-0", 1, 6, unseen, 5, 1000)]}, n=20)
-    conn.close()
+    speed_rows({6: [StreamEvent("x-0", 1, 6, unseen, 5, 1000)]})
     answer = client.get("/api/v1/users/6/recommendations?n=10").get_json()
     assert answer["source"] == "speed"
     assert unseen not in {i["book_id"] for i in answer["items"]}
@@ -51,7 +48,8 @@ def test_speed_view_newer_than_the_batch_wins(served):
 
 
 def test_unknown_reader_gets_popular_books(served):
-    _, _, client, app = served
+    client = served.client
+    app = served.app
     answer = client.get("/api/v1/users/777777/recommendations?n=3").get_json()
     assert answer["source"] == "popular"
     popular = app.extensions["readnext"].snapshot().catalog.popular[:3]
@@ -60,7 +58,8 @@ def test_unknown_reader_gets_popular_books(served):
 
 
 def test_anonymous_reader_is_folded_in_exactly(served):
-    _, _, client, app = served
+    client = served.client
+    app = served.app
     snap = app.extensions["readnext"].snapshot()
     body = {"ratings": [{"book_id": 5, "rating": 5}, {"book_id": 10, "rating": 4}, {"book_id": 3, "rating": 1}], "n": 5}
     raw = "/api/v1/recommendations?popularity_penalty=0&max_per_author=0"  # the model's own order
@@ -72,7 +71,8 @@ def test_anonymous_reader_is_folded_in_exactly(served):
 
 
 def test_books_similar_popular_and_search(served):
-    _, rows, client, _ = served
+    rows = served.rows
+    client = served.client
     book = client.get("/api/v1/books/7").get_json()
     assert book["title"] == 'Book 7, "genre 2"' and book["ratings_count"] == sum(1 for _, b, _ in rows if b == 7)
     similar = client.get("/api/v1/books/7/similar?n=3").get_json()["items"]
@@ -85,7 +85,8 @@ def test_books_similar_popular_and_search(served):
 
 
 def test_explanations_add_up_to_the_estimate(served):
-    _, rows, client, _ = served
+    rows = served.rows
+    client = served.client
     recs = client.get("/api/v1/users/9/recommendations?n=1").get_json()["items"]
     book = recs[0]["book_id"]
     because = client.get(f"/api/v1/users/9/because/{book}").get_json()
@@ -95,7 +96,8 @@ def test_explanations_add_up_to_the_estimate(served):
 
 
 def test_posting_a_rating_puts_it_on_kafka(served):
-    config, _, client, _ = served
+    config = served.config
+    client = served.client
     reply = client.post("/api/v1/ratings", json={"user_id": 12, "book_id": 4, "rating": 5})
     assert reply.status_code == 202
     event_id = reply.get_json()["event_id"]
@@ -140,7 +142,7 @@ def test_posting_a_rating_puts_it_on_kafka(served):
     ],
 )
 def test_errors_are_json_with_the_right_status(served, method, path, body, status):
-    _, _, client, _ = served
+    client = served.client
     if isinstance(body, str):
         reply = client.post(path, data=body, content_type="application/json")
         assert reply.status_code < 500, "a malformed body is the client's error"
@@ -152,7 +154,8 @@ def test_errors_are_json_with_the_right_status(served, method, path, body, statu
 
 
 def test_a_chunked_body_over_the_limit_is_413_and_a_plain_text_body_415(served):
-    _, _, client, app = served
+    client = served.client
+    app = served.app
     big = json.dumps({"user_id": 1, "book_id": 1, "rating": 4, "pad": "x" * app.config["MAX_CONTENT_LENGTH"]})
     reply = client.post(
         "/api/v1/ratings",
@@ -167,21 +170,21 @@ def test_a_chunked_body_over_the_limit_is_413_and_a_plain_text_body_415(served):
 
 
 def test_405_names_the_allowed_methods(served):
-    _, _, client, _ = served
+    client = served.client
     reply = client.delete("/api/v1/ratings")
     assert reply.status_code == 405 and reply.is_json
     assert reply.headers["Allow"].split(", ") and "POST" in reply.headers["Allow"]
 
 
 def test_no_redirect_is_built_from_the_clients_host(served):
-    _, _, client, _ = served
+    client = served.client
     for path in ("//api/v1/books/1", "/api/v1/books/1/", "//evil.example/api/v1/books/1"):
         reply = client.get(path, headers={"Host": "evil.example"})
         assert reply.status_code in (200, 404) and "Location" not in reply.headers, path
 
 
 def test_answers_about_one_reader_are_not_stored_by_caches(served):
-    _, _, client, _ = served
+    client = served.client
     assert client.get("/api/v1/users/4/recommendations").headers["Cache-Control"] == "no-store"
     assert client.get("/api/v1/users/99999/ratings").headers["Cache-Control"] == "no-store"
     anonymous = client.post("/api/v1/recommendations", json={"ratings": [{"book_id": 5, "rating": 4}]})
@@ -190,7 +193,7 @@ def test_answers_about_one_reader_are_not_stored_by_caches(served):
 
 
 def test_kafka_down_means_503_with_advice(served):
-    config, _, _, _ = served
+    config = served.config
     down = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:1"))
     client = create_app(down).test_client()
     reply = client.post("/api/v1/ratings", json={"user_id": 1, "book_id": 5, "rating": 4})
@@ -200,7 +203,7 @@ def test_kafka_down_means_503_with_advice(served):
 
 
 def test_the_app_factory_does_no_network_io_and_readyz_names_what_setup_lacks(served, unique_name):
-    config, _, _, _ = served
+    config = served.config
     nowhere = dataclasses.replace(
         config,
         kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:1"),
@@ -220,7 +223,7 @@ def test_the_app_factory_does_no_network_io_and_readyz_names_what_setup_lacks(se
 
 
 def test_hbase_down_degrades_to_popular_with_a_notice(served):
-    config, _, _, _ = served
+    config = served.config
     proxy = TcpProxy(config.hbase.port, config.hbase.host)
     app = create_app(dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port)))
     client = app.test_client()
@@ -234,7 +237,7 @@ def test_hbase_down_degrades_to_popular_with_a_notice(served):
 
 
 def test_a_dropped_hbase_connection_is_retried_once(served):
-    config, _, _, _ = served
+    config = served.config
     proxy = TcpProxy(config.hbase.port, config.hbase.host)
     app = create_app(dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port)))
     client = app.test_client()
@@ -246,7 +249,7 @@ def test_a_dropped_hbase_connection_is_retried_once(served):
 
 
 def test_security_headers_and_openapi(served):
-    _, _, client, _ = served
+    client = served.client
     reply = client.get("/api/v1/openapi.json")
     assert (
         reply.headers["X-Content-Type-Options"] == "nosniff"

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 @pytest.fixture(scope="module")
 def site(served):
-    _, _, _, app = served
+    app = served.app
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.port}"

@@ -27,25 +27,25 @@ def test_ranking_metrics_by_hand():
 def test_readers_are_held_out_of_training_whole_seeded_and_capped(spark, config):
     rows = taste_ratings(seed=1, users=60, books=60, per_user=20) + [(999, 1, 5), (999, 2, 4)]
     frame = spark.createDataFrame(rows, "user_id INT, book_id INT, rating INT")
-    batch = dataclasses.replace(config.batch, eval_users=100, eval_reader_share=0.1, eval_min_ratings=5)
-    train, held = hold_out_readers(frame, batch, seed=3)
+    protocol = dataclasses.replace(config.evaluation, max_readers=100, reader_share=0.1, min_ratings=5)
+    train, held = hold_out_readers(frame, protocol, seed=3)
     assert len(held.readers) == 6, "a tenth of the 60 eligible readers"
     assert 999 not in held.readers, "readers with fewer than 5 ratings always train"
     assert not {r.user_id for r in train.select("user_id").distinct().collect()} & set(held.readers)
     assert train.count() + sum(len(b) for b, _ in held.readers.values()) == len(rows)
-    assert len(hold_out_readers(frame, dataclasses.replace(batch, eval_users=3), seed=3)[1].readers) == 3
-    assert hold_out_readers(frame, batch, seed=3)[1].readers.keys() == held.readers.keys(), "seeded"
+    assert len(hold_out_readers(frame, dataclasses.replace(protocol, max_readers=3), seed=3)[1].readers) == 3
+    assert hold_out_readers(frame, protocol, seed=3)[1].readers.keys() == held.readers.keys(), "seeded"
 
 
 def test_held_out_readers_are_folded_in_for_the_metrics_and_the_view(spark, config):
     rows = taste_ratings(seed=2, users=160, books=80, per_user=20)
     frame = spark.createDataFrame(rows, "user_id INT, book_id INT, rating INT")
     model_cfg = dataclasses.replace(config.model, feedback="explicit", rank=6, iterations=8, reg=0.1)
-    batch = dataclasses.replace(config.batch, eval_users=500, eval_reader_share=0.25)
-    train, held = hold_out_readers(frame, batch, seed=1)
+    protocol = dataclasses.replace(config.evaluation, max_readers=500, reader_share=0.25)
+    train, held = hold_out_readers(frame, protocol, seed=1)
     model = fit_als(train, model_cfg)
     books = collect_factors(model.itemFactors)
-    result = evaluate_held_out(held, books, np.ones(len(books.ids)), model_cfg, batch)
+    result = evaluate_held_out(held, books, np.ones(len(books.ids)), model_cfg, protocol)
     assert 0.3 < result["als"]["rmse"] < 1.5
     assert "rmse" not in result["popularity"]
     assert 0 < result["als"]["users"] == result["popularity"]["users"] <= len(held.readers) == 40

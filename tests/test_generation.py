@@ -29,7 +29,8 @@ def small_config(config, tmp_path, unique_name):
         hbase=dataclasses.replace(config.hbase, table_prefix=unique_name),
         artifacts=dataclasses.replace(config.artifacts, uri=str(tmp_path / "artifacts")),
         model=dataclasses.replace(config.model, rank=8, iterations=8, reg=0.05, alpha=5.0),
-        batch=dataclasses.replace(config.batch, top_n=10, similar_k=5, eval_users=500, keep_generations=2),
+        batch=dataclasses.replace(config.batch, top_n=10, similar_k=5, keep_generations=2),
+        evaluation=dataclasses.replace(config.evaluation, max_readers=500),
     )
 
 

@@ -39,9 +39,10 @@ def test_read_ratings_maps_columns_keeps_the_latest_and_counts_rejects(tmp_path)
         quality.read_ratings(path, "user_id", "item", "stars")
 
 
-def test_split_keeps_held_out_readers_out_of_training_and_hides_their_test_books(taste):
+def test_split_keeps_held_out_readers_out_of_training_and_hides_their_test_books(taste, config):
     data = quality.read_ratings(taste[0], "user_id", "book_id", "rating")
-    split = quality.split(data, seed=3, holdout_readers=0.1, fold_fraction=0.8, relevant_min_rating=4)
+    protocol = dataclasses.replace(config.evaluation, reader_share=0.1, fold_fraction=0.8, relevant_min_rating=4)
+    split = quality.split(data, seed=3, evaluation=protocol)
     trained = set(split.train.users.tolist())
     held_out = {c.user for c in split.test} | {c.user for c in split.validation}
     assert held_out and not held_out & trained
@@ -55,7 +56,7 @@ def test_split_keeps_held_out_readers_out_of_training_and_hides_their_test_books
         assert all(stars[(case.user, b)] >= 4 for b in relevant)
         if case.user in trained:
             assert not {(case.user, b) for b in relevant} & train_pairs
-    again = quality.split(data, seed=3, holdout_readers=0.1, fold_fraction=0.8, relevant_min_rating=4)
+    again = quality.split(data, seed=3, evaluation=protocol)
     assert [c.user for c in again.test] == [c.user for c in split.test]
 
 
@@ -92,9 +93,10 @@ def test_choose_controls_takes_the_widest_coverage_close_to_the_best_without_dom
     assert choose_controls([r for r in rows if r["dominated_share"]], 10)["popularity_penalty"] == 0.2
 
 
-def test_ease_beats_popularity_on_taste_data(taste):
+def test_ease_beats_popularity_on_taste_data(taste, config):
     data = quality.read_ratings(taste[0], "user_id", "book_id", "rating")
-    split = quality.split(data, seed=1, holdout_readers=0.15)
+    protocol = dataclasses.replace(config.evaluation, reader_share=0.15, relevant_min_rating=4)
+    split = quality.split(data, seed=1, evaluation=protocol)
     catalog = quality.Catalog.build(split, None)
 
     def ndcg(scorer):

@@ -13,7 +13,8 @@ from serving_layer.app import create_app
 
 @pytest.fixture
 def browser(served):
-    config, rows, _, _ = served
+    config = served.config
+    rows = served.rows
     client = create_app(config).test_client()
     token = re.search(r'name="csrf" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
     return config, rows, client, token
