@@ -6,7 +6,8 @@ folding the held-out readers in (batch_layer/evaluate.py; they are served by fol
 compute the views, write them to Hive and HBase, publish the book factors and the generation's
 record, and flip the one pointer of record, the artifact store's CURRENT, last. A failure at any
 step removes everything the run wrote (tables, partitions, files, records) and leaves the
-previous generation serving. Generations beyond `keep_generations` are pruned.
+previous generation serving; a run killed outright leaves its generation marked as started, and
+the next run removes it before it begins. Generations beyond `keep_generations` are pruned.
 """
 
 from __future__ import annotations
@@ -196,7 +197,9 @@ STEPS: tuple[Callable[[Run], None], ...] = (load, hold_out, train, evaluate, com
 def build_generation(spark: SparkSession, config: Config, generation: str | None = None) -> str:
     """Train on the master dataset and publish a complete generation; returns its id."""
     ensure_tables(spark, "master_dataset", "batch_views")
+    remove_leftovers(spark, config)
     run = Run(spark, config, generation or new_generation_id(), datetime.now(timezone.utc))
+    artifacts.begin_generation(artifacts.open_store(config), run.generation)
     try:
         for step in STEPS:
             step(run)
@@ -257,6 +260,22 @@ def _remove_generation(spark: SparkSession, config: Config, generation: str, fai
     if failed:
         _forget_generation(spark, generation)
     artifacts.delete_generation(store, generation)
+
+
+def remove_leftovers(spark: SparkSession, config: Config) -> list[str]:
+    """Remove the generations of runs that died without a clean-up (SIGKILL, power loss).
+
+    Every run marks its generation in the artifact store before writing anything and flips
+    `CURRENT` to it last, so a generation newer than the current one (or any, before the first)
+    is one whose run never finished. Call it only while holding the batch lock.
+    """
+    store = artifacts.open_store(config)
+    current = artifacts.current_generation(store)
+    left = [g for g in artifacts.list_generations(store) if current is None or g > current]
+    for generation in left:
+        log.warning("removing generation %s, left by a run that did not finish", generation)
+        _remove_generation(spark, config, generation, failed=True)
+    return left
 
 
 def prune(spark: SparkSession, config: Config) -> list[str]:

@@ -1,7 +1,8 @@
 """Import goodbooks-10k files into the master dataset, validating every row.
 
-Validation rules for ratings (each refused row goes to `rejects` with its reason):
-malformed row, a non-integer id or rating, a rating outside 1–5, a book id not in `books`, and
+Validation rules for ratings (each refused row goes to `rejects` with its reason): malformed
+row, then `readnext.master_dataset.rating_rules` (a non-integer or out-of-range id or rating,
+the bounds of the event schema every writer follows), a book id not in `books`, and
 duplicate (user, book) pairs within a file, where the latest row in file order wins and the
 earlier ones are refused as superseded. Re-importing a file adds nothing twice: ratings already
 imported with the same (user, book, rating) and rejects already recorded are skipped.
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RATING_MIN, RATING_MAX = 1, 5
 CORRUPT = "_corrupt_record"
 
 
@@ -126,10 +126,7 @@ def import_ratings(spark: SparkSession, path: Path, columns: RatingColumns = Rat
         typed = typed.withColumn("_known_book", F.col("_book"))
     checks = [
         (F.col(CORRUPT).isNotNull(), "malformed row"),
-        (F.col("_user").isNull() | (F.col("_user") <= 0), f"{columns.user} is not a positive integer"),
-        (F.col("_book").isNull() | (F.col("_book") <= 0), f"{columns.book} is not a positive integer"),
-        (F.col("_rating").isNull(), f"{columns.rating} is not an integer"),
-        (~F.col("_rating").between(RATING_MIN, RATING_MAX), f"rating outside {RATING_MIN}-{RATING_MAX}"),
+        *master_dataset.rating_rules(F.col("_user"), F.col("_book"), F.col("_rating"), tuple(names)),
         (F.col("_known_book").isNull(), "unknown book id"),
     ]
     latest_first = Window.partitionBy("_user", "_book").orderBy(F.col("seq").desc())

@@ -204,14 +204,14 @@ def ease_scorer(split_: Split, lam: float) -> Scorer:
 
 
 @dataclass(frozen=True)
-class Catalog:
+class CatalogStats:
     """What the list metrics need to know of each catalog item: popularity percentile and groups."""
 
     percentile: np.ndarray
     groups: list[list[str]]
 
     @classmethod
-    def build(cls, split_: Split, books: dict[int, tuple[str, str]] | None) -> Catalog:
+    def build(cls, split_: Split, books: dict[int, tuple[str, str]] | None) -> CatalogStats:
         """`books`: item id → (title, authors); groups are the first author and the series, if known."""
         counts = split_.counts()
         ranks = np.argsort(np.argsort(counts, kind="stable"), kind="stable")
@@ -235,7 +235,7 @@ def recommend_lists(scorer: Scorer, cases: Sequence[Case], depth: int) -> list[t
     return [top_n(scorer(case), depth, case.known) for case in cases]
 
 
-def list_metrics(lists: Sequence[np.ndarray], cases: Sequence[Case], catalog: Catalog, k: int) -> dict[str, float]:
+def list_metrics(lists: Sequence[np.ndarray], cases: Sequence[Case], catalog: CatalogStats, k: int) -> dict[str, float]:
     """Ranking metrics plus mean popularity percentile and the share of lists dominated by one group.
 
     A list is dominated when at least half of its k books share one author or one series.

@@ -21,7 +21,8 @@ import jinja2
 import numpy as np
 
 from batch_layer import quality
-from batch_layer.quality import Case, Catalog, Ratings, Scorer, Split
+from batch_layer.quality import Case, CatalogStats, Ratings, Scorer, Split
+from batch_layer.stages import stage
 from readnext.config import Config
 from readnext.foldin import FoldInParams
 from readnext.rerank import rerank, scaled_popularity
@@ -57,21 +58,20 @@ def read_books(path: Path | None, id_col: str) -> dict[int, tuple[str, str]] | N
 
 
 class Timer:
-    """Logs each step and keeps its duration for the report: the run takes minutes."""
+    """Runs each step as a logged stage (batch_layer.stages) and keeps its duration for the report."""
 
     def __init__(self) -> None:
         self.steps: dict[str, float] = {}
 
     def run(self, name: str, work: Any, *args: Any) -> Any:
-        log.info("%s ...", name)
         start = time.monotonic()
-        result = work(*args)
+        with stage(name):
+            result = work(*args)
         self.steps[name] = round(time.monotonic() - start, 1)
-        log.info("%s: %.1f s", name, self.steps[name])
         return result
 
 
-def _score(scorer: Scorer, cases: list[Case], catalog: Catalog, k: int) -> tuple[dict[str, float], np.ndarray]:
+def _score(scorer: Scorer, cases: list[Case], catalog: CatalogStats, k: int) -> tuple[dict[str, float], np.ndarray]:
     """The metrics of the readers' top-k lists, and every item row shown."""
     lists = [items for items, _ in quality.recommend_lists(scorer, cases, k)]
     shown = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
@@ -90,7 +90,7 @@ def _popularity_histograms(counts: np.ndarray, shown: dict[str, np.ndarray], bin
     }
 
 
-def _controls(scorer: Scorer, split: Split, catalog: Catalog, k: int) -> list[dict[str, float]]:
+def _controls(scorer: Scorer, split: Split, catalog: CatalogStats, k: int) -> list[dict[str, float]]:
     """NDCG and coverage on the validation readers for each popularity penalty and author limit."""
     counts = split.counts()
     popularity = scaled_popularity(counts, counts.max(initial=0))
@@ -131,7 +131,7 @@ def build_report(
     qc, ev, model, k = config.quality, config.evaluation, config.model, config.evaluation.k
     timer = Timer()
     split = timer.run("split", quality.split_for, data, config)
-    catalog = Catalog.build(split, books)
+    catalog = CatalogStats.build(split, books)
     results: dict[str, dict[str, dict[str, float]]] = {}
     shown: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="readnext-evaluate-") as folder:

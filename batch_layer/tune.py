@@ -30,7 +30,7 @@ def grid_search(
 ) -> dict[str, Any]:
     """Score every combination of `grid` (keys are [model] settings); returns all rows and the best."""
     split = quality.split_for(data, config)
-    catalog = quality.Catalog.build(split, None)
+    catalog = quality.CatalogStats.build(split, None)
     k = config.evaluation.k
     rows = []
     with tempfile.TemporaryDirectory(prefix="readnext-tune-") as folder:

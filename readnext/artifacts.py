@@ -133,6 +133,11 @@ def publish_generation(
     store.put(f"{base}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
+def begin_generation(store: ArtifactStore, generation: str) -> None:
+    """Mark a generation as started before a run writes anything for it: a run that dies leaves this mark."""
+    store.put(f"generations/{generation}/started", generation.encode())
+
+
 def set_current(store: ArtifactStore, generation: str) -> None:
     store.put(CURRENT, generation.encode())
 

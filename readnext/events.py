@@ -26,6 +26,8 @@ SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
 _PROPERTIES: dict[str, Any] = SCHEMA["properties"]
 FIELDS = set(_PROPERTIES)
 MAX_ID: int = _PROPERTIES["user_id"]["maximum"]
+RATING_MIN: int = _PROPERTIES["rating"]["minimum"]
+RATING_MAX: int = _PROPERTIES["rating"]["maximum"]
 EARLIEST_TS_MS: int = _PROPERTIES["ts"]["x-earliest-ms"]
 MAX_FUTURE_SKEW_MS: int = _PROPERTIES["ts"]["x-max-future-skew-s"] * 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -1,9 +1,11 @@
 """The master dataset: the one append to its `ratings` table, the stream's appends, the reads for training.
 
 Its layout is hive/master_dataset.sql (`ratings`, `rejects`, `books`, `tags`, `book_tags`,
-`to_read`); the import's validation rules are in batch_layer/ingest.py, the stream's in
-readnext/events.py (one schema for every writer). Every rating, imported or streamed, reaches
-`ratings` through `append`.
+`to_read`); `RATINGS_COLUMNS` is the `ratings` layout every append writes, checked against the
+DDL by tests/test_master_dataset.py. The rules a rating must follow are the event schema's
+(readnext/schemas/rating_event.schema.json, read by readnext/events.py for the stream and the
+API); `rating_rules` applies the same bounds to the rows of an imported file. Every rating,
+imported or streamed, reaches `ratings` through `append`.
 
 Stream appends skip (origin, seq) pairs already present, so a micro-batch replayed after a crash adds
 nothing twice. A record whose conversion or write fails on its own account is set aside with its
@@ -18,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from pyspark.errors.exceptions.captured import ArithmeticException, DateTimeException, NumberFormatException
 
-from readnext.events import StreamEvent
+from readnext.events import MAX_ID, RATING_MAX, RATING_MIN, StreamEvent
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
+RATINGS_COLUMNS = ("user_id", "book_id", "rating", "event_time", "seq", "origin", "source", "event_date")
 STREAM_SCHEMA = "user_id INT, book_id INT, rating INT, ts_ms BIGINT, seq BIGINT, origin STRING"
 _RECORD_ERRORS = (
     ValueError,
@@ -40,20 +43,32 @@ def is_record_error(error: BaseException) -> bool:
     return isinstance(error, _RECORD_ERRORS)
 
 
+def rating_rules(user: Column, book: Column, rating: Column, names: tuple[str, str, str]) -> list[tuple[Column, str]]:
+    """(failed condition, reason) for an imported row's typed user, book and rating, checked in order."""
+    user_name, book_name, rating_name = names
+    return [
+        (user.isNull() | (user <= 0) | (user > MAX_ID), f"{user_name} is not a positive integer"),
+        (book.isNull() | (book <= 0) | (book > MAX_ID), f"{book_name} is not a positive integer"),
+        (rating.isNull(), f"{rating_name} is not an integer"),
+        (~rating.between(RATING_MIN, RATING_MAX), f"rating outside {RATING_MIN}-{RATING_MAX}"),
+    ]
+
+
 def append(frame: DataFrame, event_time: Column, source: str) -> None:
     """Append (user_id, book_id, rating, seq, origin) rows stamped `event_time` to `ratings`."""
     from pyspark.sql import functions as F
 
-    frame.select(
-        "user_id",
-        "book_id",
-        F.col("rating").cast("tinyint"),
-        event_time.alias("event_time"),
-        "seq",
-        "origin",
-        F.lit(source).alias("source"),
-        F.to_date(event_time).alias("event_date"),
-    ).write.insertInto("ratings")
+    columns = {
+        "user_id": F.col("user_id"),
+        "book_id": F.col("book_id"),
+        "rating": F.col("rating").cast("tinyint"),
+        "event_time": event_time,
+        "seq": F.col("seq"),
+        "origin": F.col("origin"),
+        "source": F.lit(source),
+        "event_date": F.to_date(event_time),
+    }
+    frame.select(*[columns[name].alias(name) for name in RATINGS_COLUMNS]).write.insertInto("ratings")
 
 
 def append_stream_events(spark: SparkSession, events: list[StreamEvent]) -> None:

@@ -53,6 +53,10 @@ class ServedModel:
         stars = np.array([r for _, r in known], dtype=np.float64)
         return fold_in(self.factors, rows, stars, self.params, self.yty)
 
+    def estimates(self, vector: np.ndarray, book_ids: list[int]) -> list[float | None]:
+        """The model's predicted preference of the reader `vector` for each book (None: a book it lacks)."""
+        return [float(self.factors[self.row_of[b]] @ vector) if b in self.row_of else None for b in book_ids]
+
     def recommend(self, vector: np.ndarray, n: int, exclude: Mapping[int, Any] | set[int]) -> list[tuple[int, float]]:
         """Top-N (book id, score), best first, no book of `exclude`."""
         rows = np.array([self.row_of[b] for b in exclude if b in self.row_of], dtype=np.int64)

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from readnext.events import MAX_ID, InvalidEvent, UnknownBook, json_integer, parse_event
 from serving_layer.openapi import openapi_document
 from serving_layer.recommend import contributions, reader_state, reasons, rerank
-from serving_layer.state import ServingState, Snapshot, book_summary, is_unavailable
+from serving_layer.state import Snapshot, book_summary, current_snapshot, is_unavailable, serving_state
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_QUERY = 200
@@ -30,17 +30,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
-
-
-def _state() -> ServingState:
-    return current_app.extensions["readnext"]
-
-
-def _snapshot() -> Snapshot:
-    snap = _state().snapshot()
-    if snap is None:
-        raise ApiError(503, "no model generation is published yet: run the batch layer first")
-    return snap
 
 
 def _json_body() -> Any:
@@ -96,12 +85,12 @@ def _bool_arg(name: str, default: bool) -> bool:
 
 
 def _page() -> tuple[int, int]:
-    cfg = _state().config.serving
+    cfg = serving_state().config.serving
     return _number_arg("n", cfg.default_n, 1, cfg.max_n), _number_arg("offset", 0, 0, 1000)
 
 
 def _controls() -> tuple[float, int]:
-    cfg = _state().config.serving
+    cfg = serving_state().config.serving
     return _number_arg("popularity_penalty", cfg.popularity_penalty, 0.0, 10.0, float), _number_arg(
         "max_per_author", cfg.max_per_author, 0, 100
     )
@@ -129,18 +118,20 @@ def _recommend(snap: Snapshot, source: str, ranked: list[tuple[int, float]], his
 
 def _depth(n: int, offset: int) -> int:
     """How many candidates to rank so that re-ranking still fills the page."""
-    return min(3 * (n + offset), _state().config.batch.top_n * 3)
+    return min(3 * (n + offset), serving_state().config.batch.top_n * 3)
 
 
 @api.get("/users/<int:user_id>/recommendations")
 @private
 def user_recommendations(user_id: int) -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     _id(user_id, "reader")
     n, offset = _page()
     exclude_known = _bool_arg("exclude_known", True)
     try:
-        reader = _state().hbase(lambda conn: reader_state(conn, _state().config, snap, user_id, _depth(n, offset)))
+        reader = serving_state().hbase(
+            lambda conn: reader_state(conn, serving_state().config, snap, user_id, _depth(n, offset))
+        )
     except Exception as e:  # noqa: BLE001 - degrade, do not fail: HBase holds the readers' views
         if not is_unavailable(e):
             raise
@@ -160,7 +151,7 @@ def _rated_books(snap: Snapshot, body: Any) -> dict[int, float]:
     shape = 'expected {"ratings": [{"book_id": int, "rating": 1-5}, ...], "n": int}'
     if not isinstance(body, dict) or not isinstance(body.get("ratings"), list) or set(body) - {"ratings", "n"}:
         raise ApiError(400, shape)
-    most = _state().config.serving.max_anonymous_ratings
+    most = serving_state().config.serving.max_anonymous_ratings
     if not 1 <= len(body["ratings"]) <= most:
         raise ApiError(400, f"ratings must hold 1 to {most} entries")
     history: dict[int, float] = {}
@@ -181,11 +172,11 @@ def _rated_books(snap: Snapshot, body: Any) -> dict[int, float]:
 @private
 def anonymous_recommendations() -> Any:
     body = _json_body()
-    snap = _snapshot()
+    snap = current_snapshot()
     history = _rated_books(snap, body)
-    n = json_integer(body.get("n", _state().config.serving.default_n))
-    if n is None or not 1 <= n <= _state().config.serving.max_n:
-        raise ApiError(400, f"n must be an integer between 1 and {_state().config.serving.max_n}")
+    n = json_integer(body.get("n", serving_state().config.serving.default_n))
+    if n is None or not 1 <= n <= serving_state().config.serving.max_n:
+        raise ApiError(400, f"n must be an integer between 1 and {serving_state().config.serving.max_n}")
     vector = snap.model.fold_in(history)
     ranked = snap.model.recommend(vector, _depth(n, 0), history)
     penalty, per_author = _controls()
@@ -202,14 +193,14 @@ def _book(snap: Snapshot, book_id: int):
 
 @api.get("/books/<int:book_id>")
 def book(book_id: int) -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     found = _book(snap, book_id)
     return jsonify({**book_summary(found), "bayes_rating": found.bayes_rating, "generation": snap.model.generation})
 
 
 @api.get("/books/<int:book_id>/similar")
 def similar(book_id: int) -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     found = _book(snap, book_id)
     n, _ = _page()
     items = []
@@ -220,7 +211,7 @@ def similar(book_id: int) -> Any:
 
 @api.get("/books/popular")
 def popular() -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     n, offset = _page()
     ids = snap.catalog.popular[offset : offset + n]
     return jsonify({"generation": snap.model.generation, "items": [book_summary(snap.catalog.books[b]) for b in ids]})
@@ -228,7 +219,7 @@ def popular() -> Any:
 
 @api.get("/books/search")
 def search() -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     q = request.args.get("q", "")
     if not q:
         raise ApiError(400, "q is required")
@@ -241,7 +232,7 @@ def search() -> Any:
 
 def _known_reader(snap: Snapshot, user_id: int):
     _id(user_id, "reader")
-    reader = _state().hbase(lambda conn: reader_state(conn, _state().config, snap, user_id, 1))
+    reader = serving_state().hbase(lambda conn: reader_state(conn, serving_state().config, snap, user_id, 1))
     if reader.source == "popular":
         raise ApiError(404, f"no reader {user_id} in the batch or speed views")
     return reader
@@ -250,7 +241,7 @@ def _known_reader(snap: Snapshot, user_id: int):
 @api.get("/users/<int:user_id>/ratings")
 @private
 def user_ratings(user_id: int) -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     reader = _known_reader(snap, user_id)
     items = []
     for book_id, stars in sorted(reader.history.items()):
@@ -261,7 +252,7 @@ def user_ratings(user_id: int) -> Any:
 @api.get("/users/<int:user_id>/because/<int:book_id>")
 @private
 def because(user_id: int, book_id: int) -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     _book(snap, book_id)
     reader = _known_reader(snap, user_id)
     parts = contributions(snap, reader.history, book_id)
@@ -280,7 +271,7 @@ def because(user_id: int, book_id: int) -> Any:
 @api.get("/users/<int:user_id>/estimate")
 @private
 def estimate(user_id: int) -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     raw = request.args.get("books", "")
     parts = raw.split(",")
     if not raw or not all(p.isascii() and p.isdigit() and len(p) <= 10 for p in parts):
@@ -291,12 +282,9 @@ def estimate(user_id: int) -> Any:
     for b in ids:
         _book(snap, b)
     reader = _known_reader(snap, user_id)
-    model = snap.model
     items = [
-        {"book_id": b, "estimate": round(float(model.factors[model.row_of[b]] @ reader.vector), 6)}
-        if b in model.row_of
-        else {"book_id": b, "estimate": None}
-        for b in ids
+        {"book_id": b, "estimate": None if e is None else round(e, 6)}
+        for b, e in zip(ids, snap.model.estimates(reader.vector, ids), strict=True)
     ]
     return jsonify({"user_id": user_id, "source": reader.source, "items": items})
 
@@ -305,7 +293,7 @@ def estimate(user_id: int) -> Any:
 @private
 def post_rating() -> Any:
     body = _json_body()
-    snap = _snapshot()
+    snap = current_snapshot()
     if not isinstance(body, dict):
         raise ApiError(400, 'expected {"user_id": int, "book_id": int, "rating": 1-5}')
     try:
@@ -315,7 +303,7 @@ def post_rating() -> Any:
     except InvalidEvent as e:
         raise ApiError(400, str(e)) from None
     try:
-        event_id = _state().producer().send(event.user_id, event.book_id, event.rating, event.ts_ms)
+        event_id = serving_state().producer().send(event.user_id, event.book_id, event.rating, event.ts_ms)
     except Exception as e:  # noqa: BLE001 - any Kafka failure: the rating was not taken
         current_app.logger.warning("Kafka refused a rating: %s", e)
         raise ApiError(503, "ratings cannot be taken right now (Kafka unavailable); please retry") from None
@@ -324,7 +312,7 @@ def post_rating() -> Any:
 
 @api.get("/openapi.json")
 def openapi() -> Any:
-    return jsonify(openapi_document(_state().config))
+    return jsonify(openapi_document(serving_state().config))
 
 
 @api.after_request

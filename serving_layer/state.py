@@ -152,3 +152,20 @@ class ServingState:
             if self._producer is None:
                 self._producer = RatingProducer(self.config)
             return self._producer
+
+
+def serving_state() -> ServingState:
+    """The app's serving state: the one accessor the API and the web UI use."""
+    from flask import current_app
+
+    return current_app.extensions["readnext"]
+
+
+def current_snapshot() -> Snapshot:
+    """The generation a request uses; 503 (JSON under /api, a page otherwise) before the first one."""
+    from werkzeug.exceptions import ServiceUnavailable
+
+    snap = serving_state().snapshot()
+    if snap is None:
+        raise ServiceUnavailable("no model generation is published yet: run the batch layer first")
+    return snap

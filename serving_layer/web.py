@@ -11,23 +11,12 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
 from readnext.events import InvalidEvent, parse_event
-from serving_layer.state import ServingState, Snapshot, book_summary
+from serving_layer.state import Snapshot, book_summary, current_snapshot, serving_state
 
 web = Blueprint("web", __name__)
-
-
-def _state() -> ServingState:
-    return current_app.extensions["readnext"]
-
-
-def _snapshot() -> Snapshot:
-    snap = _state().snapshot()
-    if snap is None:
-        abort(503, "no model generation is published yet")
-    return snap
 
 
 def csrf_token() -> str:
@@ -55,7 +44,7 @@ def _books(snap: Snapshot, ids: list[int]) -> list[dict[str, Any]]:
 
 @web.get("/")
 def home() -> str:
-    snap = _snapshot()
+    snap = current_snapshot()
     q = request.args.get("q", "").strip()[:200]
     found = snap.catalog.search(q) if q else [snap.catalog.books[b] for b in snap.catalog.popular]
     books = [book_summary(b) for b in found[:24]]
@@ -64,7 +53,7 @@ def home() -> str:
 
 @web.get("/books/<int:book_id>")
 def book(book_id: int) -> str:
-    snap = _snapshot()
+    snap = current_snapshot()
     found = snap.catalog.books.get(book_id)
     if found is None:
         abort(404, f"no book {book_id}")
@@ -101,7 +90,7 @@ def signout() -> Any:
 
 @web.post("/rate")
 def rate() -> Any:
-    snap = _snapshot()
+    snap = current_snapshot()
     try:
         event = parse_event(
             {
@@ -115,12 +104,12 @@ def rate() -> Any:
         abort(400, f"cannot take that rating: {e}")
     if session.get("reader"):
         try:
-            _state().producer().send(event.user_id, event.book_id, event.rating)
+            serving_state().producer().send(event.user_id, event.book_id, event.rating)
         except Exception:  # noqa: BLE001 - any Kafka failure: tell the reader, lose nothing silently
             abort(503, "ratings cannot be taken right now; please try again in a moment")
     elif "anon" in session:
         ratings = dict(session["anon"])
-        most = _state().config.serving.max_anonymous_ratings
+        most = serving_state().config.serving.max_anonymous_ratings
         if len(ratings) >= most and str(event.book_id) not in ratings:
             abort(400, f"an anonymous reader keeps at most {most} ratings")
         ratings[str(event.book_id)] = event.rating

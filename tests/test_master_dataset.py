@@ -26,3 +26,8 @@ def test_a_value_no_layer_can_store_is_set_aside_and_the_rest_is_stored_once(spa
     assert _stored(spark) == {("r-0", e.offset): (e.user_id, 1) for e in good}
     assert master_dataset.append_isolating(spark, good) == []  # a replay adds nothing
     assert len(_stored(spark)) == len(good)
+
+
+def test_the_append_writes_the_layout_of_the_ddl_in_hive(spark, hive_db):
+    ensure_tables(spark, "master_dataset")
+    assert tuple(spark.table("ratings").columns) == master_dataset.RATINGS_COLUMNS, "hive/master_dataset.sql"

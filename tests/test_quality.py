@@ -64,7 +64,7 @@ def test_list_metrics_and_dominated_lists():
     train = quality.Ratings(np.zeros(3, int), np.array([0, 0, 1]), np.ones(3))
     split = quality.Split(np.arange(6), train, [], [], [])
     books = {0: ("A (Saga, #1)", "X"), 1: ("B (Saga, #2)", "Y"), 2: ("C", "Z"), 3: ("D", "W"), 4: ("E", "V")}
-    catalog = quality.Catalog.build(split, books)
+    catalog = quality.CatalogStats.build(split, books)
     assert catalog.percentile[0] == 100.0 and catalog.groups[0] == ["author:X", "series:Saga"]
     case = quality.Case(9, np.zeros(0, int), np.zeros(0), frozenset({1}))
     metrics = quality.list_metrics([np.array([0, 1])], [case], catalog, k=2)
@@ -97,7 +97,7 @@ def test_ease_beats_popularity_on_taste_data(taste, config):
     data = quality.read_ratings(taste[0], "user_id", "book_id", "rating")
     protocol = dataclasses.replace(config.evaluation, reader_share=0.15, relevant_min_rating=4)
     split = quality.split(data, seed=1, evaluation=protocol)
-    catalog = quality.Catalog.build(split, None)
+    catalog = quality.CatalogStats.build(split, None)
 
     def ndcg(scorer):
         lists = [ids for ids, _ in quality.recommend_lists(scorer, split.test, 10)]
