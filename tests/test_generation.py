@@ -75,7 +75,7 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         row_of = {int(b): k for k, b in enumerate(ids)}
         expected = np.asarray(factors, dtype=np.float64) @ row.features
         assert np.allclose([expected[row_of[b]] for b in recs], row.scores, rtol=1e-4, atol=1e-5)
-        book = next(b for b in tables.books() if b.book_id == 3)
+        book = {b.book_id: b for b in tables.books()}[3]
         assert book.title == 'Book 3, "genre 3"'
         assert book.ratings_count == sum(1 for _, b, _ in master if b == 3)
         assert len(book.similar) == 5 and 3 not in [b for b, _ in book.similar]

@@ -270,7 +270,7 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
     model = _model(config)
     assert model.generation == artifacts.current_generation(store)
     assert new_book in model.row_of, "the streamed book has factors now"
-    books = GenerationViews(conn, config, model.generation).books(with_factors=False)
+    books = list(GenerationViews(conn, config, model.generation).books(with_factors=False))
     assert any(new_book in [b for b, _ in book.similar] for book in books), (
         "and is recommendable: it is among other books' similar books"
     )
