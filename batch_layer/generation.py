@@ -31,21 +31,13 @@ from readnext.clients import hbase_pool
 from readnext.config import Config
 from readnext.hive import ensure_tables
 from readnext.spark import blas_name
-from readnext.views import BookRow, GenerationRecords, GenerationViews
+from readnext.views import BookRow, GenerationRecords, GenerationViews, drop_hive_views, write_hive_views
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
-VIEW_TABLES = [
-    "book_factors",
-    "user_factors",
-    "user_recommendations",
-    "similar_books",
-    "book_popularity",
-    "book_metadata",
-]
 
 
 def new_generation_id(now: datetime | None = None) -> str:
@@ -145,7 +137,7 @@ def compute_views(run: Run) -> None:
 def write_views(run: Run) -> None:
     f = run.frames
     with stage("write Hive views", run.generation):
-        views.write_hive(
+        write_hive_views(
             run.spark,
             run.generation,
             {
@@ -255,8 +247,7 @@ def _remove_generation(spark: SparkSession, config: Config, generation: str, fai
     with hbase_pool(config, size=1).connection() as conn:
         GenerationViews(conn, config, generation).drop()
         GenerationRecords(conn, config).delete(generation)
-    for table in VIEW_TABLES:
-        spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION (generation='{generation}')")
+    drop_hive_views(spark, generation)
     if failed:
         _forget_generation(spark, generation)
     artifacts.delete_generation(store, generation)

@@ -1,4 +1,4 @@
-"""Batch views of one generation: computed from the model and the master dataset, written to Hive and HBase."""
+"""Batch views of one generation: computed from the model and the master dataset (readnext/views.py stores them)."""
 
 from __future__ import annotations
 
@@ -97,15 +97,6 @@ def book_metadata(spark: SparkSession) -> DataFrame:
         "image_url",
         "small_image_url",
     )
-
-
-def write_hive(spark: SparkSession, generation: str, views: dict[str, DataFrame]) -> None:
-    """Write each view into its Hive table's partition for this generation."""
-    from pyspark.sql import functions as F
-
-    for table, frame in views.items():
-        columns = [c for c in spark.table(table).columns if c != "generation"]
-        frame.select(*columns).withColumn("generation", F.lit(generation)).write.insertInto(table, overwrite=True)
 
 
 def _put_partition(config: Config, table: str, rows: Iterator[tuple[int, BatchRow | BookRow]]) -> None:

@@ -19,6 +19,9 @@ Tables (names carry the configured prefix, shown here as `readnext`):
 
 Generation tables are immutable and dropped whole when a generation is pruned. Vectors are
 packed big-endian: ids as int32, scores and factors as float32, ratings as int8.
+
+The same views are kept in Hive (`HIVE_VIEWS`, layout hive/batch_views.sql), one partition per
+generation, for analysts and for rebuilding HBase; `write_hive_views` and `drop_hive_views` own them.
 """
 
 from __future__ import annotations
@@ -27,12 +30,23 @@ import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from readnext.config import Config
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+HIVE_VIEWS = (
+    "book_factors",
+    "user_factors",
+    "user_recommendations",
+    "similar_books",
+    "book_popularity",
+    "book_metadata",
+)
 FAMILIES = {
     "users": {"f": {"max_versions": 1}, "h": {"max_versions": 1}, "r": {"max_versions": 1}},
     "books": {"m": {"max_versions": 1}, "p": {"max_versions": 1}, "f": {"max_versions": 1}, "s": {"max_versions": 1}},
@@ -379,3 +393,17 @@ class GenerationRecords:
     def delete(self, generation: str) -> None:
         if self.name.encode() in self.conn.tables():
             self.conn.table(self.name).delete(generation.encode())
+
+
+def write_hive_views(spark: SparkSession, generation: str, frames: dict[str, DataFrame]) -> None:
+    """Write each view (a `HIVE_VIEWS` name → its rows) into its Hive table's partition for `generation`."""
+    from pyspark.sql import functions as F
+
+    for table, frame in frames.items():
+        columns = [c for c in spark.table(table).columns if c != "generation"]
+        frame.select(*columns).withColumn("generation", F.lit(generation)).write.insertInto(table, overwrite=True)
+
+
+def drop_hive_views(spark: SparkSession, generation: str) -> None:
+    for table in HIVE_VIEWS:
+        spark.sql(f"ALTER TABLE {table} DROP IF EXISTS PARTITION (generation='{generation}')")

@@ -20,13 +20,13 @@ from tests.data import taste_ratings, write_books, write_ratings
 KILL_AT = ("train ALS", "write HBase views", "make generation current")
 
 LEFT_IN_HIVE = """
-import json, sys
+import json
 from readnext.config import load_config
 from readnext.spark import get_spark
+from readnext.views import HIVE_VIEWS
 spark = get_spark(load_config(), app_name="left-in-hive")
 found = []
-for table in ("book_factors", "user_factors", "user_recommendations", "similar_books", "book_popularity",
-              "book_metadata"):
+for table in HIVE_VIEWS:
     found += [r[0].split("=", 1)[1] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()]
 found += [r.generation for r in spark.table("generations").collect()]
 print("FOUND=" + json.dumps(sorted(set(found))))

@@ -15,7 +15,7 @@ from batch_layer.show import show
 from deploy.init import init
 from readnext import artifacts
 from readnext.clients import hbase_connection
-from readnext.views import GenerationRecords, GenerationViews, generation_table
+from readnext.views import HIVE_VIEWS, GenerationRecords, GenerationViews, generation_table
 from serving_layer.app import create_app
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
@@ -55,7 +55,7 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         assert manifest["counts"] == {"ratings": len(master), "users": 240, "books": 150}
         assert manifest["data_cutoff"] is not None
 
-        for table in gen_module.VIEW_TABLES:
+        for table in HIVE_VIEWS:
             partitions = [r[0] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()]
             assert partitions == [f"generation={generation}"], table
         stored = json.loads(spark.table("generations").where(f"generation = '{generation}'").first().metrics)
@@ -105,7 +105,7 @@ def _fails_before(what: str):
 
 FAILURES = {
     "after the Hive write": lambda m: m.setattr(
-        gen_module.views, "write_hive", _fails_after(gen_module.views.write_hive, "the Hive write")
+        gen_module, "write_hive_views", _fails_after(gen_module.write_hive_views, "the Hive write")
     ),
     "after the HBase write": lambda m: m.setattr(
         gen_module.views, "write_hbase_books", _fails_after(gen_module.views.write_hbase_books, "the HBase write")
@@ -127,7 +127,7 @@ def _names_of(spark, conn, config, generation: str) -> list[str]:
     found = [t.decode() for t in conn.tables() if generation.encode() in t]
     if generation in GenerationRecords(conn, config).generations():
         found.append("HBase generations record")
-    for table in gen_module.VIEW_TABLES:
+    for table in HIVE_VIEWS:
         if f"generation={generation}" in [r[0] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()]:
             found.append(f"Hive partition of {table}")
     if spark.table("generations").where(f"generation = '{generation}'").count():
@@ -159,7 +159,7 @@ def test_a_failure_at_any_publishing_step_leaves_the_previous_generation_serving
                     generation_table(config, first, "books"),
                     generation_table(config, first, "users"),
                     "HBase generations record",
-                    *[f"Hive partition of {t}" for t in gen_module.VIEW_TABLES],
+                    *[f"Hive partition of {t}" for t in HIVE_VIEWS],
                     "Hive generations row",
                     "artifact store",
                 ], step
