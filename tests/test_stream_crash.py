@@ -12,15 +12,16 @@ from collections import Counter
 
 import numpy as np
 
+from deploy.init import init
 from readnext import artifacts
 from readnext.clients import hbase_connection
 from readnext.config import PROJECT_ROOT, load_config, sandbox_env
-from readnext.events import RatingProducer, ensure_topics
+from readnext.events import RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
-from tests.waiting import committed_events
+from tests.waiting import committed_events, wait_for
 
 READ_MASTER = """
 import json
@@ -78,15 +79,19 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
     log = (tmp_path / "stream.log").open("ab")
     rng = np.random.default_rng(2)
     sent = [(int(rng.integers(1, 60)), int(rng.integers(1, 61)), int(rng.integers(1, 6))) for _ in range(240)]
-    ensure_topics(config)
+    init(config)  # the set-up step of deploy/stack start: topics and the speed view's table
     producer = RatingProducer(config)
     stream = None
     try:
         stream = _start_stream(env, log)
         for i, (user, book, rating) in enumerate(sent):
             producer.send(user, book, rating)
-            if i == 120:
-                time.sleep(8)  # let the job take part of the stream, then crash it mid-way
+            if i == 120:  # let the job take part of the stream, then crash it mid-way
+                wait_for(
+                    lambda: b"speed batch" in (tmp_path / "stream.log").read_bytes(),
+                    "the first job's first speed micro-batch",
+                    timeout=180,
+                )
                 _kill(stream, signal.SIGKILL)
                 stream = _start_stream(env, log)
             time.sleep(0.02)
