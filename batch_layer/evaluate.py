@@ -37,7 +37,7 @@ class HeldOut:
     readers: dict[int, tuple[np.ndarray, np.ndarray]]
 
 
-def held_out_readers(
+def sample_readers(
     eligible: np.ndarray, evaluation: EvaluationConfig, rng: np.random.Generator, groups: int = 1
 ) -> list[np.ndarray]:
     """`groups` disjoint seeded samples of `reader_share` of the eligible readers each (`max_readers` at most)."""
@@ -60,7 +60,7 @@ def hold_out_readers(ratings: DataFrame, evaluation: EvaluationConfig, seed: int
 
     counts = ratings.groupBy("user_id").count().where(F.col("count") >= evaluation.min_ratings)
     eligible = sorted(r.user_id for r in counts.collect())
-    chosen = np.sort(held_out_readers(np.array(eligible), evaluation, np.random.default_rng(seed))[0])
+    chosen = np.sort(sample_readers(np.array(eligible), evaluation, np.random.default_rng(seed))[0])
     spark = ratings.sparkSession
     chosen_frame = F.broadcast(spark.createDataFrame([(int(u),) for u in chosen], "user_id INT"))
     readers: dict[int, tuple[list[int], list[int]]] = {}

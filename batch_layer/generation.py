@@ -64,7 +64,6 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     frames: dict[str, DataFrame] = field(default_factory=dict)
     book_rows: list[BookRow] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def load(run: Run) -> None:
@@ -160,7 +159,7 @@ def write_views(run: Run) -> None:
 def publish(run: Run) -> None:
     """The book factors and manifest to the artifact store, the generation's record to Hive and HBase."""
     summary = run.summary
-    run.manifest = {
+    manifest = {
         "generation": run.generation,
         "created_at": run.created_at.isoformat(),
         "data_cutoff": summary.cutoff.replace(tzinfo=timezone.utc).isoformat() if summary.cutoff else None,
@@ -173,8 +172,8 @@ def publish(run: Run) -> None:
     }
     with stage("publish artifacts", run.config.artifacts.uri):
         store = artifacts.open_store(run.config)
-        artifacts.publish_generation(store, run.generation, run.books.ids, run.books.vectors, run.manifest)
-        _record_generation(run.spark, run.config, run.manifest)
+        artifacts.publish_generation(store, run.generation, run.books.ids, run.books.vectors, manifest)
+        _record_generation(run.spark, run.config, manifest)
 
 
 def flip(run: Run) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from batch_layer.evaluate import fold_split, held_out_readers, ranking_metrics
+from batch_layer.evaluate import fold_split, ranking_metrics, sample_readers
 from batch_layer.train import collect_factors, fit_als
 from readnext.config import Config, EvaluationConfig, ModelConfig
 from readnext.foldin import FoldInParams, fold_in, gramian, project, top_n
@@ -117,7 +117,7 @@ def split(data: Ratings, seed: int, evaluation: EvaluationConfig) -> Split:
     readers, starts = np.unique(data.users[order], return_index=True)
     rows_of = dict(zip(readers.tolist(), np.split(order, starts[1:]), strict=True))
     eligible = [u for u in readers.tolist() if len(rows_of[u]) >= evaluation.min_ratings]
-    test_readers, validation_readers = (g.tolist() for g in held_out_readers(eligible, evaluation, rng, groups=2))
+    test_readers, validation_readers = (g.tolist() for g in sample_readers(eligible, evaluation, rng, groups=2))
     held_out = set(test_readers) | set(validation_readers)
     train_rows, hidden_of, eligible_set = [], {}, set(eligible)
     for u in readers.tolist():

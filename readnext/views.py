@@ -60,12 +60,12 @@ def row_key(entity_id: int) -> bytes:
     return str(int(entity_id)).encode()
 
 
-def _ids(values: Iterable[int] | np.ndarray) -> bytes:
-    return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=">i4").tobytes()
+def _ids(values: list[int] | np.ndarray) -> bytes:
+    return np.asarray(values, dtype=">i4").tobytes()
 
 
-def _floats(values: Iterable[float] | np.ndarray) -> bytes:
-    return np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=">f4").tobytes()
+def _floats(values: list[float] | np.ndarray) -> bytes:
+    return np.asarray(values, dtype=">f4").tobytes()
 
 
 def _unpack_ids(data: bytes | None) -> np.ndarray:
@@ -162,8 +162,8 @@ class BookRow:
         if self.features is not None:
             row[b"f:v"] = _floats(self.features)
         if self.similar:
-            row[b"s:books"] = _ids(b for b, _ in self.similar)
-            row[b"s:scores"] = _floats(s for _, s in self.similar)
+            row[b"s:books"] = _ids([b for b, _ in self.similar])
+            row[b"s:scores"] = _floats([s for _, s in self.similar])
         return row
 
     @classmethod

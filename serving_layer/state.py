@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+from flask import current_app
+from werkzeug.exceptions import ServiceUnavailable
 
 from readnext import artifacts
 from readnext.clients import hbase_pool
@@ -133,9 +135,10 @@ class ServingState:
         A Thrift server restart leaves every pooled connection dead; happybase reopens the one
         that failed (the inner context), and the retry runs on it (the outer context holds it).
         """
-        with self._pool_lock:  # opened on first use: building the app touches no server
-            if self._pool is None:
-                self._pool = hbase_pool(self.config, size=8)
+        if self._pool is None:  # opened on first use: building the app touches no server
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = hbase_pool(self.config, size=8)
         with self._pool.connection() as conn:
             try:
                 with self._pool.connection() as same:
@@ -156,15 +159,11 @@ class ServingState:
 
 def serving_state() -> ServingState:
     """The app's serving state: the one accessor the API and the web UI use."""
-    from flask import current_app
-
     return current_app.extensions["readnext"]
 
 
 def current_snapshot() -> Snapshot:
     """The generation a request uses; 503 (JSON under /api, a page otherwise) before the first one."""
-    from werkzeug.exceptions import ServiceUnavailable
-
     snap = serving_state().snapshot()
     if snap is None:
         raise ServiceUnavailable("no model generation is published yet: run the batch layer first")
