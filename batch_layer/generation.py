@@ -187,7 +187,8 @@ STEPS: tuple[Callable[[Run], None], ...] = (load, hold_out, train, evaluate, com
 
 def build_generation(spark: SparkSession, config: Config, generation: str | None = None) -> str:
     """Train on the master dataset and publish a complete generation; returns its id."""
-    ensure_tables(spark, "master_dataset", "batch_views")
+    master_dataset.ensure(spark)
+    ensure_tables(spark, "batch_views")
     remove_leftovers(spark, config)
     run = Run(spark, config, generation or new_generation_id(), datetime.now(timezone.utc))
     artifacts.begin_generation(artifacts.open_store(config), run.generation)

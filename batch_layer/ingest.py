@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from batch_layer.stages import stage
 from readnext import master_dataset
-from readnext.hive import ensure_tables
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -259,7 +258,7 @@ class DataFiles:
 
 def ingest(spark: SparkSession, files: DataFiles, columns: RatingColumns = RatingColumns()) -> dict[str, ImportCounts]:
     """Import every given file, books first so that ratings can be checked against them."""
-    ensure_tables(spark, "master_dataset")
+    master_dataset.ensure(spark)
     spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
     counts: dict[str, ImportCounts] = {}
     if files.books:

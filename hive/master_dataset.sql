@@ -3,13 +3,17 @@
 -- Every rating ever received: imported files (source = 'import') and Kafka (source = 'stream').
 -- A re-rating is a new row; readers of the table take the latest event per (user_id, book_id).
 -- seq orders rows within one origin (file row order for imports, Kafka offset for the stream).
+-- writer: who posted a streamed rating (reader:<id> or key:<name>, from the API's token); null
+-- for imports and for events a trusted producer wrote to Kafka directly. Added after the first
+-- release: readnext/master_dataset.py `ensure` adds it to an older table.
 CREATE TABLE IF NOT EXISTS ratings (
   user_id     INT,
   book_id     INT,
   rating      TINYINT,
   event_time  TIMESTAMP,
   seq         BIGINT,
-  origin      STRING
+  origin      STRING,
+  writer      STRING
 )
 PARTITIONED BY (source STRING, event_date DATE)
 STORED AS PARQUET;

@@ -49,6 +49,7 @@ class RatingEvent:
     rating: int
     ts_ms: int | None
     event_id: str | None = None
+    writer: str | None = None
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"user_id": self.user_id, "book_id": self.book_id, "rating": self.rating}
@@ -56,6 +57,8 @@ class RatingEvent:
             body["ts"] = self.ts_ms
         if self.event_id:
             body["event_id"] = self.event_id
+        if self.writer:
+            body["writer"] = self.writer
         return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -69,6 +72,7 @@ class StreamEvent:
     book_id: int
     rating: int
     ts_ms: int
+    writer: str | None = None
 
     def as_row(self) -> list[Any]:
         return [self.origin, self.offset, self.book_id, self.rating, self.ts_ms]
@@ -97,6 +101,13 @@ def _int_field(body: dict[str, Any], name: str) -> int:
     if not low <= value <= high:
         shown = f" {value}" if abs(value) < 10**30 else ""
         raise InvalidEvent(f"{name}{shown} outside {low}-{high}")
+    return value
+
+
+def _text_field(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if name in body and (not isinstance(value, str) or len(value) > _PROPERTIES[name]["maxLength"]):
+        raise InvalidEvent(f"{name} must be text of at most {_PROPERTIES[name]['maxLength']} characters")
     return value
 
 
@@ -152,12 +163,10 @@ def parse_event(
     book = _int_field(body, "book_id")
     rating = _int_field(body, "rating")
     ts = _timestamp_ms(body["ts"], now_ms() if reference_ms is None else reference_ms) if "ts" in body else None
-    event_id = body.get("event_id")
-    if "event_id" in body and (not isinstance(event_id, str) or len(event_id) > _PROPERTIES["event_id"]["maxLength"]):
-        raise InvalidEvent("event_id must be text of at most 64 characters")
+    event_id, writer = _text_field(body, "event_id"), _text_field(body, "writer")
     if known_books is not None and book not in known_books:
         raise UnknownBook(f"unknown book {book}")
-    return RatingEvent(user, book, rating, ts, event_id)
+    return RatingEvent(user, book, rating, ts, event_id, writer)
 
 
 # The broker stamps each record with its append time: the streaming job's reference clock for
@@ -198,11 +207,19 @@ class RatingProducer:
         # Fail fast when Kafka is away: the caller answers "retry later" instead of hanging.
         self.producer = kafka_producer(config, max_block_ms=10_000)
 
-    def send(self, user_id: int, book_id: int, rating: int, ts_ms: int | None = None, timeout_s: float = 10) -> str:
+    def send(
+        self,
+        user_id: int,
+        book_id: int,
+        rating: int,
+        ts_ms: int | None = None,
+        writer: str | None = None,
+        timeout_s: float = 10,
+    ) -> str:
         """Validate, send and wait for the broker's acknowledgement; returns the event id."""
         ts_ms = ts_ms if ts_ms is not None else now_ms()
         event = parse_event({"user_id": user_id, "book_id": book_id, "rating": rating, "ts": ts_ms})
-        event = RatingEvent(event.user_id, event.book_id, event.rating, event.ts_ms, uuid.uuid4().hex)
+        event = RatingEvent(event.user_id, event.book_id, event.rating, event.ts_ms, uuid.uuid4().hex, writer)
         self.producer.send(self.topic, key=str(user_id).encode(), value=event.to_json()).get(timeout=timeout_s)
         return event.event_id or ""
 

@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING
 from pyspark.errors.exceptions.captured import ArithmeticException, DateTimeException, NumberFormatException
 
 from readnext.events import MAX_ID, RATING_MAX, RATING_MIN, StreamEvent
+from readnext.hive import ensure_tables
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-RATINGS_COLUMNS = ("user_id", "book_id", "rating", "event_time", "seq", "origin", "source", "event_date")
-STREAM_SCHEMA = "user_id INT, book_id INT, rating INT, ts_ms BIGINT, seq BIGINT, origin STRING"
+RATINGS_COLUMNS = ("user_id", "book_id", "rating", "event_time", "seq", "origin", "writer", "source", "event_date")
+STREAM_SCHEMA = "user_id INT, book_id INT, rating INT, ts_ms BIGINT, seq BIGINT, origin STRING, writer STRING"
+# Columns added to `ratings` since its first release, with their types: `ensure` adds them to older tables.
+_ADDED_COLUMNS = {"writer": "STRING"}
 _RECORD_ERRORS = (
     ValueError,
     TypeError,
@@ -43,6 +46,15 @@ def is_record_error(error: BaseException) -> bool:
     return isinstance(error, _RECORD_ERRORS)
 
 
+def ensure(spark: SparkSession) -> None:
+    """Create the master dataset's tables where missing, and give an older `ratings` the columns added since."""
+    ensure_tables(spark, "master_dataset")
+    present = set(spark.table("ratings").columns)
+    missing = [f"{name} {kind}" for name, kind in _ADDED_COLUMNS.items() if name not in present]
+    if missing:
+        spark.sql(f"ALTER TABLE ratings ADD COLUMNS ({', '.join(missing)})")
+
+
 def rating_rules(user: Column, book: Column, rating: Column, names: tuple[str, str, str]) -> list[tuple[Column, str]]:
     """(failed condition, reason) for an imported row's typed user, book and rating, checked in order."""
     user_name, book_name, rating_name = names
@@ -55,7 +67,7 @@ def rating_rules(user: Column, book: Column, rating: Column, names: tuple[str, s
 
 
 def append(frame: DataFrame, event_time: Column, source: str) -> None:
-    """Append (user_id, book_id, rating, seq, origin) rows stamped `event_time` to `ratings`."""
+    """Append (user_id, book_id, rating, seq, origin[, writer]) rows stamped `event_time` to `ratings`."""
     from pyspark.sql import functions as F
 
     columns = {
@@ -65,6 +77,7 @@ def append(frame: DataFrame, event_time: Column, source: str) -> None:
         "event_time": event_time,
         "seq": F.col("seq"),
         "origin": F.col("origin"),
+        "writer": F.col("writer") if "writer" in frame.columns else F.lit(None).cast("string"),
         "source": F.lit(source),
         "event_date": F.to_date(event_time),
     }
@@ -76,7 +89,7 @@ def append_stream_events(spark: SparkSession, events: list[StreamEvent]) -> None
     from pyspark.sql import functions as F
 
     new = spark.createDataFrame(
-        [(e.user_id, e.book_id, e.rating, e.ts_ms, e.offset, e.origin) for e in events], STREAM_SCHEMA
+        [(e.user_id, e.book_id, e.rating, e.ts_ms, e.offset, e.origin, e.writer) for e in events], STREAM_SCHEMA
     )
     present = (
         spark.table("ratings")

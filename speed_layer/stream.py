@@ -84,7 +84,9 @@ def _events(rows: list[Any], catalog: set[int] | None) -> tuple[list[StreamEvent
             continue
         ts = event.ts_ms if event.ts_ms is not None else int(r.append_ms)
         valid.append(
-            StreamEvent(f"{r.topic}-{r.partition}", int(r.offset), event.user_id, event.book_id, event.rating, ts)
+            StreamEvent(
+                f"{r.topic}-{r.partition}", int(r.offset), event.user_id, event.book_id, event.rating, ts, event.writer
+            )
         )
     return valid, invalid
 
@@ -226,12 +228,10 @@ class StreamingJob:
         self.speed_view: SpeedUpdates | None = None
 
     def start(self) -> StreamingJob:
-        from readnext.hive import ensure_tables
-
         spark, config = self.spark, self.config
         ensure_topics(config)
         if "master" in self.names:  # only the master query touches the metastore
-            ensure_tables(spark, "master_dataset")
+            master_dataset.ensure(spark)
             spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
         conn = hbase_connection(config)
         try:

@@ -103,3 +103,13 @@ def test_the_window_and_the_bounds_come_from_the_schema_file():
 def test_an_unknown_book_is_its_own_kind_of_invalid():
     with pytest.raises(UnknownBook, match="unknown book 9"):
         parse_event(b'{"user_id": 1, "book_id": 9, "rating": 3}', known_books={1})
+
+
+def test_the_writer_travels_with_the_event_and_is_bounded():
+    event = parse_event({"user_id": 3, "book_id": 4, "rating": 5, "writer": "key:importer"})
+    assert event.writer == "key:importer"
+    assert parse_event(event.to_json()).writer == "key:importer"
+    with pytest.raises(InvalidEvent, match="writer"):
+        parse_event({"user_id": 3, "book_id": 4, "rating": 5, "writer": "x" * 65})
+    with pytest.raises(InvalidEvent, match="writer"):
+        parse_event({"user_id": 3, "book_id": 4, "rating": 5, "writer": 7})

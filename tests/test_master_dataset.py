@@ -31,3 +31,18 @@ def test_a_value_no_layer_can_store_is_set_aside_and_the_rest_is_stored_once(spa
 def test_the_append_writes_the_layout_of_the_ddl_in_hive(spark, hive_db):
     ensure_tables(spark, "master_dataset")
     assert tuple(spark.table("ratings").columns) == master_dataset.RATINGS_COLUMNS, "hive/master_dataset.sql"
+
+
+def test_an_older_ratings_table_gains_the_writer_column_and_streamed_rows_keep_their_writer(spark, hive_db):
+    old_layout = "user_id INT, book_id INT, rating TINYINT, event_time TIMESTAMP, seq BIGINT, origin STRING"
+    spark.sql(f"CREATE TABLE ratings ({old_layout}) PARTITIONED BY (source STRING, event_date DATE) STORED AS PARQUET")
+    spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
+    spark.sql(
+        "INSERT INTO ratings PARTITION (source, event_date) VALUES (1, 2, 3, now(), 0, 'f', 'import', current_date())"
+    )
+    master_dataset.ensure(spark)
+    assert tuple(spark.table("ratings").columns) == master_dataset.RATINGS_COLUMNS
+    master_dataset.append_stream_events(spark, [StreamEvent("r-0", 0, 7, 1, 4, 1_700_000_000_000, "reader:7")])
+    spark.catalog.refreshTable("ratings")
+    rows = {(r.user_id, r.writer) for r in spark.table("ratings").collect()}
+    assert rows == {(1, None), (7, "reader:7")}
