@@ -1,7 +1,9 @@
-"""The local single-node stack: Derby for the Hive metastore, Kafka (KRaft), standalone HBase and its Thrift server.
+"""The local single-node stack: Derby for the Hive metastore, Kafka (KRaft), standalone HBase and its Thrift server,
+and memcached for the serving layer's rate limits.
 
-Each service is a plain JVM started from the jars that `deploy/setup` fetched from Maven Central,
-with its state, logs and pid file under the state folder. `start` waits until each service really
+Each JVM service is started from the jars that `deploy/setup` fetched from Maven Central, and
+memcached from Debian's package (optional: `[stack] memcached`), each with its state, logs and
+pid file under the state folder. `start` waits until each service really
 answers; `stop` ends exactly the processes whose pid files it wrote.
 """
 
@@ -11,6 +13,7 @@ import argparse
 import base64
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,17 +108,31 @@ def _site_xml(props: dict[str, str]) -> str:
     return f'<?xml version="1.0"?>\n<configuration>\n{rows}</configuration>\n'
 
 
+def java(
+    state_dir: Path, heap: str, classpath: list[Path], main_class: str, args: list[str], flags: list[str]
+) -> list[str]:
+    """The command line of one of the stack's JVMs."""
+    return [
+        "java",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={state_dir / 'conf' / 'log4j2.xml'}",
+        *flags,
+        "-cp",
+        os.pathsep.join(str(p) for p in classpath),
+        main_class,
+        *args,
+    ]
+
+
 @dataclasses.dataclass
 class Service:
-    """One JVM of the stack: how to prepare, launch and probe it."""
+    """One process of the stack: how to prepare, launch and probe it."""
 
     name: str
     address: str
-    main_class: str
-    heap: str
-    classpath: list[Path]
-    args: list[str]
-    jvm_flags: list[str]
+    command: list[str]
     ready: Callable[[], bool]
     prepare: Callable[[], None]
     state_dir: Path
@@ -140,23 +157,11 @@ class Service:
         self.prepare()
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            "java",
-            f"-Xmx{self.heap}",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.state_dir / 'conf' / 'log4j2.xml'}",
-            *self.jvm_flags,
-            "-cp",
-            os.pathsep.join(str(p) for p in self.classpath),
-            self.main_class,
-            *self.args,
-        ]
         with self.log_file.open("ab") as log:
             log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
             log.flush()
             proc = subprocess.Popen(
-                cmd,
+                self.command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -168,7 +173,7 @@ class Service:
 
 
 class Stack:
-    """Kafka, HBase and the HBase Thrift server, configured from `readnext.config`."""
+    """The metastore, Kafka, HBase, its Thrift server and memcached, configured from `readnext.config`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -182,11 +187,14 @@ class Stack:
             Service(
                 name="metastore",
                 address=f"127.0.0.1:{st.derby_port} (Derby)",
-                main_class="org.apache.derby.drda.NetworkServerControl",
-                heap=st.derby_heap,
-                classpath=[jars / "derby" / "*"],
-                args=["start", "-h", "127.0.0.1", "-p", str(st.derby_port), "-noSecurityManager"],
-                jvm_flags=[f"-Dderby.system.home={self.state / 'metastore-db'}"],
+                command=java(
+                    self.state,
+                    st.derby_heap,
+                    [jars / "derby" / "*"],
+                    "org.apache.derby.drda.NetworkServerControl",
+                    ["start", "-h", "127.0.0.1", "-p", str(st.derby_port), "-noSecurityManager"],
+                    [f"-Dderby.system.home={self.state / 'metastore-db'}"],
+                ),
                 ready=lambda: _port_open("127.0.0.1", st.derby_port),
                 prepare=self._prepare_derby,
                 state_dir=self.state,
@@ -194,11 +202,14 @@ class Stack:
             Service(
                 name="kafka",
                 address=f"{kafka_host}:{kafka_port}",
-                main_class="kafka.Kafka",
-                heap=st.kafka_heap,
-                classpath=[jars / "kafka" / "*"],
-                args=[str(conf / "kafka.properties")],
-                jvm_flags=[],
+                command=java(
+                    self.state,
+                    st.kafka_heap,
+                    [jars / "kafka" / "*"],
+                    "kafka.Kafka",
+                    [str(conf / "kafka.properties")],
+                    [],
+                ),
                 ready=self._kafka_ready,
                 prepare=self._prepare_kafka,
                 state_dir=self.state,
@@ -206,11 +217,14 @@ class Stack:
             Service(
                 name="hbase",
                 address=f"127.0.0.1:{st.zookeeper_port} (ZooKeeper)",
-                main_class="org.apache.hadoop.hbase.master.HMaster",
-                heap=st.hbase_heap,
-                classpath=[conf / "hbase", jars / "hbase" / "*"],
-                args=["start"],
-                jvm_flags=HBASE_JDK17_FLAGS,
+                command=java(
+                    self.state,
+                    st.hbase_heap,
+                    [conf / "hbase", jars / "hbase" / "*"],
+                    "org.apache.hadoop.hbase.master.HMaster",
+                    ["start"],
+                    HBASE_JDK17_FLAGS,
+                ),
                 ready=self._hbase_ready,
                 prepare=self._prepare_hbase,
                 state_dir=self.state,
@@ -218,25 +232,56 @@ class Stack:
             Service(
                 name="thrift",
                 address=f"{config.hbase.host}:{config.hbase.port}",
-                main_class="org.apache.hadoop.hbase.thrift.ThriftServer",
-                heap=st.thrift_heap,
-                classpath=[conf / "hbase", jars / "hbase" / "*"],
-                args=[
-                    "-threadpool",
-                    "-b",
-                    config.hbase.host,
-                    "-p",
-                    str(config.hbase.port),
-                    "--infoport",
-                    str(st.thrift_info_port),
-                    "start",
-                ],
-                jvm_flags=HBASE_JDK17_FLAGS,
+                command=java(
+                    self.state,
+                    st.thrift_heap,
+                    [conf / "hbase", jars / "hbase" / "*"],
+                    "org.apache.hadoop.hbase.thrift.ThriftServer",
+                    [
+                        "-threadpool",
+                        "-b",
+                        config.hbase.host,
+                        "-p",
+                        str(config.hbase.port),
+                        "--infoport",
+                        str(st.thrift_info_port),
+                        "start",
+                    ],
+                    HBASE_JDK17_FLAGS,
+                ),
                 ready=self._thrift_ready,
                 prepare=self._prepare_hbase,
                 state_dir=self.state,
             ),
         ]
+        self.warnings: list[str] = []
+        if st.memcached and shutil.which("memcached"):
+            self.services.append(
+                Service(
+                    name="memcached",
+                    address=f"127.0.0.1:{st.memcached_port}",
+                    command=[
+                        "memcached",
+                        *(["-u", "root"] if os.geteuid() == 0 else []),  # it refuses root otherwise
+                        "-l",
+                        "127.0.0.1",
+                        "-p",
+                        str(st.memcached_port),
+                        "-U",
+                        "0",
+                        "-m",
+                        str(st.memcached_memory_mb),
+                    ],
+                    ready=lambda: _port_open("127.0.0.1", st.memcached_port),
+                    prepare=lambda: None,
+                    state_dir=self.state,
+                )
+            )
+        elif st.memcached:
+            self.warnings.append(
+                "memcached: not installed (deploy/setup installs Debian's memcached); each web worker "
+                "counts rate limits on its own"
+            )
 
     # --- configuration files -------------------------------------------------------------
 
@@ -381,6 +426,8 @@ class Stack:
     def start(self, echo: Callable[[str], None] = print) -> None:
         """Start what is not running and wait for each service to answer; a no-op on a running stack."""
         timeout = self.config.stack.start_timeout_s
+        for warning in self.warnings:
+            echo(f"warning: {warning}")
         for svc in self.services:
             if svc.pid() is not None:
                 echo(f"{svc.name}: already running (pid {svc.pid()})")
