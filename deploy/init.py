@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from readnext.accounts import Accounts, Tokens
 from readnext.clients import hbase_connection
 from readnext.config import Config, load_config
 from readnext.events import ensure_topics
@@ -15,12 +16,14 @@ from readnext.views import GenerationRecords, SpeedView
 
 
 def init(config: Config) -> None:
-    """The ratings and dead-letter topics, the speed view's and the generation records' tables."""
+    """The ratings and dead-letter topics; the speed view's, the generation records', accounts' and tokens' tables."""
     ensure_topics(config)
     conn = hbase_connection(config)
     try:
         SpeedView(conn, config).ensure()
         GenerationRecords(conn, config).ensure()
+        Accounts(conn, config).ensure()
+        Tokens(conn, config).ensure()
     finally:
         conn.close()
 

@@ -76,6 +76,9 @@ class StackConfig:
     derby_port: int
     derby_heap: str
     thrift_info_port: int
+    memcached: bool
+    memcached_port: int
+    memcached_memory_mb: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +160,36 @@ class ServingConfig:
     popularity_penalty: float
     max_per_author: int
     secret_key: str
+    secret_key_fallbacks: str
+    secure_cookies: bool
+    demo_sign_in: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class AccountsConfig:
+    """Reader accounts, their tokens and service keys (readnext/accounts.py, docs/security.md)."""
+
+    first_reader_id: int
+    password_method: str
+    token_ttl_s: int
+    min_password_length: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitsConfig:
+    """Rate limits in Flask-Limiter's notation ("10/minute;100/hour"), shared by every worker through storage_uri."""
+
+    enabled: bool
+    storage_uri: str
+    sign_in_per_client: str
+    sign_in_per_account: str
+    sign_up_per_client: str
+    ratings_per_client: str
+    ratings_per_reader: str
+    ratings_per_key: str
+    search_per_client: str
+    fold_in_per_client: str
+    max_query_words: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +206,8 @@ class Config:
     speed: SpeedConfig
     supervisor: SupervisorConfig
     serving: ServingConfig
+    accounts: AccountsConfig
+    limits: LimitsConfig
 
 
 def local_or_uri(value: str) -> str:
