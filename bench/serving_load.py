@@ -6,10 +6,14 @@ Starts gunicorn with the serving layer on --port (the current generation of the 
 stack: run `make demo` or `python -m batch_layer run` first), then, from this process, keeps
 --concurrency keep-alive connections busy for --seconds on each scenario:
 
-- known: GET /api/v1/users/<id>/recommendations for readers of the generation (speed/batch merge);
+- known: GET /api/v1/users/<id>/recommendations for readers of the generation (speed/batch merge),
+  as a trusted back end with a service key of scope readers:read (made for the run, revoked after);
 - anonymous: POST /api/v1/recommendations with 5-20 ratings of random books (exact fold-in).
 
-Every non-200 answer or failed request counts as an error. Results: bench/results/serving-load.json.
+Rate limits are off for the run (READNEXT_LIMITS_ENABLED=false): the load comes from one address.
+What a token check adds to a request, one HBase get of the token's row, is timed on its own
+(`token_check`). Every non-200 answer or failed request counts as an error. Results:
+bench/results/serving-load.json.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from readnext import artifacts  # noqa: E402
+from readnext.accounts import Tokens  # noqa: E402
 from readnext.clients import hbase_connection  # noqa: E402
 from readnext.config import load_config  # noqa: E402
 from readnext.model import ModelHolder  # noqa: E402
@@ -49,7 +54,9 @@ def _requests(kind: str, users: np.ndarray, books: np.ndarray, seed: int):
             yield "POST", "/api/v1/recommendations", json.dumps({"ratings": ratings, "n": 10})
 
 
-def _load(port: int, kind: str, users: np.ndarray, books: np.ndarray, concurrency: int, seconds: float) -> dict:
+def _load(
+    port: int, kind: str, users: np.ndarray, books: np.ndarray, concurrency: int, seconds: float, key: str
+) -> dict:
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     start = time.monotonic()
@@ -57,7 +64,7 @@ def _load(port: int, kind: str, users: np.ndarray, books: np.ndarray, concurrenc
 
     def worker(i: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+        headers = {"Content-Type": "application/json", "Connection": "keep-alive", "Authorization": f"Bearer {key}"}
         for method, path, body in _requests(kind, users, books, seed=i):
             if time.monotonic() >= deadline:
                 break
@@ -94,6 +101,26 @@ def _load(port: int, kind: str, users: np.ndarray, books: np.ndarray, concurrenc
     }
 
 
+def _token_checks(config, key: str, count: int = 2000) -> dict:
+    """The latency of `Tokens.lookup`, the one HBase get a token check adds to a request."""
+    conn = hbase_connection(config)
+    tokens = Tokens(conn, config)
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        assert tokens.lookup(key) is not None
+        times.append(time.perf_counter() - began)
+    conn.close()
+    ms = np.array(times[count // 10 :]) * 1000
+    return {
+        "scenario": "token_check",
+        "lookups": len(ms),
+        "mean_ms": round(float(ms.mean()), 3),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
@@ -114,6 +141,9 @@ def main() -> int:
     users = np.array(GenerationViews(conn, config, model.generation).reader_ids(limit=50000), dtype=np.int64)
     conn.close()
     books = np.asarray(model.book_ids)
+    conn = hbase_connection(config)
+    key = Tokens(conn, config).issue_key("serving-benchmark", {"readers:read"})
+    conn.close()
     command = [
         str(ROOT / ".venv" / "bin" / "gunicorn"),
         "-w",
@@ -127,7 +157,8 @@ def main() -> int:
         "serving_layer.app:create_app()",
     ]
     log = (ROOT / ".state" / "logs" / "bench-serving.log").open("w")
-    server = subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "READNEXT_LIMITS_ENABLED": "false"}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(120):
             try:
@@ -138,17 +169,21 @@ def main() -> int:
         else:
             print("error: the server did not become ready; see .state/logs/bench-serving.log", file=sys.stderr)
             return 1
-        results = []
+        results = [_token_checks(config, key)]
+        print(json.dumps(results[0]), flush=True)
         for concurrency in args.concurrency:
             for kind in ("known", "anonymous"):
-                _load(args.port, kind, users, books, concurrency, 3)  # warm-up: caches, connections, pools
-                row = _load(args.port, kind, users, books, concurrency, args.seconds)
+                _load(args.port, kind, users, books, concurrency, 3, key)  # warm-up: caches, connections, pools
+                row = _load(args.port, kind, users, books, concurrency, args.seconds, key)
                 row.update(workers=args.workers, threads=args.threads)
                 print(json.dumps(row), flush=True)
                 results.append(row)
     finally:
         server.terminate()
         server.wait(timeout=30)
+        conn = hbase_connection(config)
+        Tokens(conn, config).revoke_key("serving-benchmark")
+        conn.close()
     previous = json.loads(args.out.read_text()) if args.out.exists() else []
     args.out.write_text(json.dumps(previous + results, indent=2) + "\n")
     return 0

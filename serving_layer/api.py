@@ -10,9 +10,17 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from readnext.events import MAX_ID, InvalidEvent, UnknownBook, json_integer, parse_event
+from serving_layer import auth
 from serving_layer.openapi import openapi_document
 from serving_layer.recommend import contributions, reader_state, reasons, rerank
-from serving_layer.state import Snapshot, book_summary, current_snapshot, is_unavailable, serving_state
+from serving_layer.state import (
+    Snapshot,
+    book_summary,
+    current_snapshot,
+    is_unavailable,
+    query_words,
+    serving_state,
+)
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_QUERY = 200
@@ -30,6 +38,10 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+
+
+# Headers that werkzeug's and Flask-Limiter's errors carry and a client needs (405, 401, 429).
+_ERROR_HEADERS = {"allow", "www-authenticate", "retry-after"}
 
 
 def _json_body() -> Any:
@@ -129,10 +141,12 @@ def user_recommendations(user_id: int) -> Any:
     n, offset = _page()
     exclude_known = _bool_arg("exclude_known", True)
     try:
+        auth.may_read(user_id)
         reader = serving_state().hbase(
             lambda conn: reader_state(conn, serving_state().config, snap, user_id, _depth(n, offset))
         )
-    except Exception as e:  # noqa: BLE001 - degrade, do not fail: HBase holds the readers' views
+    except Exception as e:  # noqa: BLE001 - degrade, do not fail: HBase holds the readers' views and tokens
+        # Popular books are public: answering them while no token can be checked reveals nothing.
         if not is_unavailable(e):
             raise
         current_app.logger.warning("HBase unavailable, answering with popular books: %s", e)
@@ -225,6 +239,9 @@ def search() -> Any:
         raise ApiError(400, "q is required")
     if len(q) > MAX_QUERY:
         raise ApiError(400, f"q is longer than {MAX_QUERY} characters")
+    most = serving_state().config.limits.max_query_words
+    if len(query_words(q)) > most:
+        raise ApiError(400, f"q has more than {most} words")
     n, offset = _page()
     hits = snap.catalog.search(q.strip()) if q.strip() else []  # only spaces: nothing to find
     return jsonify({"query": q, "total": len(hits), "items": [book_summary(b) for b in hits[offset : offset + n]]})
@@ -232,6 +249,7 @@ def search() -> Any:
 
 def _known_reader(snap: Snapshot, user_id: int):
     _id(user_id, "reader")
+    auth.may_read(user_id)
     reader = serving_state().hbase(lambda conn: reader_state(conn, serving_state().config, snap, user_id, 1))
     if reader.source == "popular":
         raise ApiError(404, f"no reader {user_id} in the batch or speed views")
@@ -292,22 +310,57 @@ def estimate(user_id: int) -> Any:
 @api.post("/ratings")
 @private
 def post_rating() -> Any:
+    auth.required()
     body = _json_body()
     snap = current_snapshot()
     if not isinstance(body, dict):
         raise ApiError(400, 'expected {"user_id": int, "book_id": int, "rating": 1-5}')
+    if "writer" in body:
+        raise ApiError(400, "writer is set by the server from the token")
     try:
         event = parse_event(body, set(snap.catalog.books))
     except UnknownBook as e:
         raise ApiError(404, str(e)) from None
     except InvalidEvent as e:
         raise ApiError(400, str(e)) from None
+    writer = auth.may_write(event.user_id).writer
     try:
-        event_id = serving_state().producer().send(event.user_id, event.book_id, event.rating, event.ts_ms)
+        event_id = serving_state().producer().send(event.user_id, event.book_id, event.rating, event.ts_ms, writer)
     except Exception as e:  # noqa: BLE001 - any Kafka failure: the rating was not taken
         current_app.logger.warning("Kafka refused a rating: %s", e)
         raise ApiError(503, "ratings cannot be taken right now (Kafka unavailable); please retry") from None
     return jsonify({"event_id": event_id, "status": "accepted"}), 202
+
+
+def _credentials(body: Any) -> tuple[str, str]:
+    if not isinstance(body, dict) or set(body) != {"username", "password"}:
+        raise ApiError(400, 'expected {"username": text, "password": text}')
+    if not all(isinstance(v, str) and 1 <= len(v) <= 256 for v in body.values()):
+        raise ApiError(400, "username and password are text of 1 to 256 characters")
+    return body["username"], body["password"]
+
+
+@api.post("/tokens")
+@private
+def issue_token() -> Any:
+    """A reader's token for their username and password (as the web UI's sign-in issues one)."""
+    username, password = _credentials(_json_body())
+    signed_in = auth.sign_in(username, password)
+    if signed_in is None:
+        raise ApiError(401, "wrong username or password")
+    reader, token = signed_in
+    ttl = serving_state().config.accounts.token_ttl_s
+    return jsonify({"token": token, "token_type": "Bearer", "user_id": reader, "expires_in": ttl}), 201
+
+
+@api.delete("/tokens/current")
+@private
+def revoke_token() -> Any:
+    """Revoke the reader token this request carries (service keys: `python -m serving_layer keys revoke`)."""
+    if auth.required().kind != "reader":
+        raise ApiError(403, "service keys are revoked with python -m serving_layer keys revoke")
+    auth.revoke(auth.bearer_token() or "")
+    return "", 204
 
 
 @api.get("/openapi.json")
@@ -330,7 +383,7 @@ def json_error(status: int, message: str) -> Any:
 def http_error(error: HTTPException) -> Any:
     """Flask's and werkzeug's own errors (routing, 405 with its Allow header, 413) in the API's shape."""
     body, status = json_error(error.code or 500, error.description or error.name)
-    return body, status, [(k, v) for k, v in error.get_headers() if k.lower() == "allow"]
+    return body, status, [(k, v) for k, v in error.get_headers() if k.lower() in _ERROR_HEADERS]
 
 
 @api.errorhandler(ApiError)

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
 from readnext.views import speed_table
+from serving_layer import limits
 from serving_layer.api import api
 from serving_layer.api import http_error as api_http_error
 from serving_layer.state import ServingState
@@ -35,7 +36,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = config.serving.max_body_bytes
     app.json.sort_keys = False
     app.secret_key = config.serving.secret_key or _local_secret(config)
-    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
+    app.config.update(
+        SECRET_KEY_FALLBACKS=[k.strip() for k in config.serving.secret_key_fallbacks.split(",") if k.strip()],
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.serving.secure_cookies,
+    )
     app.extensions["readnext"] = ServingState(config)
     # No routing redirects: a merged `//` or an added slash would be redirected to a URL built from
     # the client's Host header.
@@ -43,6 +49,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.url_map.strict_slashes = False
     app.register_blueprint(api)
     app.register_blueprint(web)
+    limits.install(app, config)
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -47,29 +47,69 @@ def _page_of(item: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 _ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_SEP = "[ \\t\\r\\n]"  # what separates the words of a search (serving_layer/state.py query_words)
 _ERRORS = {
     "400": "the request is malformed; `error` says what is wrong",
     "404": "no such book or reader",
     "503": "no generation is published yet, or a data store is unavailable: retry later",
 }
 _BODY_ERRORS = {"413": "the body is larger than the limit", "415": "the body is not JSON"}
+_AUTH_ERRORS = {
+    "401": "no bearer token, or one that is unknown, revoked or expired (WWW-Authenticate: Bearer)",
+    "403": "the token is valid but may not do this: another reader's data, or a scope the key lacks",
+}
+_LIMITED = {"429": "too many requests from this client or account: retry after Retry-After seconds"}
+# Operations that need a token, and which: a reader's own token, or a service key with this scope.
+_READER_DATA = "the reader's own token, or a service key with the readers:read scope"
+_WRITE = "the reader's own token (user_id must be theirs), or a service key with the ratings:write scope"
+_BEARER = [{"bearer": []}]
 
 
-def _answers(ok: str, schema: str, description: str = "OK", body: bool = False) -> dict[str, Any]:
-    errors = {**_ERRORS, **(_BODY_ERRORS if body else {})}
+def _answers(
+    ok: str,
+    schema: str | None,
+    description: str = "OK",
+    body: bool = False,
+    secured: bool = False,
+    limited: bool = False,
+) -> dict[str, Any]:
+    errors = {
+        **_ERRORS,
+        **(_BODY_ERRORS if body else {}),
+        **(_AUTH_ERRORS if secured else {}),
+        **(_LIMITED if limited else {}),
+    }
+    answer = {"description": description}
+    if schema:
+        answer["content"] = {_JSON: {"schema": _ref(schema)}}
     return {
-        ok: {"description": description, "content": {_JSON: {"schema": _ref(schema)}}},
+        ok: answer,
         **{code: {"description": text, "content": {_JSON: {"schema": _ref("Error")}}} for code, text in errors.items()},
     }
 
 
-def _get(summary: str, params: list[dict[str, Any]], schema: str) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": params, "responses": _answers("200", schema)}}
+def _get(
+    summary: str, params: list[dict[str, Any]], schema: str, secured: str = "", limited: bool = False
+) -> dict[str, Any]:
+    """A GET operation; `secured` says which token it needs (none when empty)."""
+    operation = {
+        "summary": f"{summary} Needs {secured}." if secured else summary,
+        "parameters": params,
+        "responses": _answers("200", schema, secured=bool(secured), limited=limited),
+    }
+    if secured:
+        operation["security"] = _BEARER
+    return {"get": operation}
 
 
 def _event_schema() -> dict[str, Any]:
-    """The rating event's schema, inlined (its `ts` window's upper end moves with the clock: see its description)."""
-    return {k: copy.deepcopy(v) for k, v in SCHEMA.items() if not k.startswith("$")}
+    """The rating event's schema as a request body, inlined (its `ts` window's upper end moves with the clock).
+
+    Without `writer`: the server sets it from the token and refuses it in a body.
+    """
+    schema = {k: copy.deepcopy(v) for k, v in SCHEMA.items() if not k.startswith("$")}
+    del schema["properties"]["writer"]
+    return schema
 
 
 def openapi_document(config: Config) -> dict[str, Any]:
@@ -169,26 +209,60 @@ def openapi_document(config: Config) -> dict[str, Any]:
             source={"enum": ["speed", "batch"]},
         ),
         "Accepted": _object({"event_id": {"type": "string"}, "status": {"const": "accepted"}}),
+        "Credentials": {
+            "type": "object",
+            "properties": {
+                "username": {"type": "string", "minLength": 1, "maxLength": 256},
+                "password": {"type": "string", "minLength": 1, "maxLength": 256},
+            },
+            "required": ["username", "password"],
+            "additionalProperties": False,
+        },
+        "Token": _object(
+            {
+                "token": {"type": "string"},
+                "token_type": {"const": "Bearer"},
+                "user_id": {"type": "integer"},
+                "expires_in": {"type": "integer", "description": "seconds"},
+            }
+        ),
         "RatingEvent": _event_schema(),
         "AnonymousRatings": anonymous,
     }
 
-    def post(summary: str, body: str, ok: str, answer: str, params: list[dict[str, Any]] | None = None) -> Any:
-        return {
-            "post": {
-                "summary": summary,
-                "parameters": params or [],
-                "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(body)}}},
-                "responses": _answers(ok, answer, body=True),
-            }
+    def post(
+        summary: str,
+        body: str,
+        ok: str,
+        answer: str,
+        params: list[dict[str, Any]] | None = None,
+        secured: str = "",
+        limited: bool = False,
+    ) -> Any:
+        operation = {
+            "summary": f"{summary} Needs {secured}." if secured else summary,
+            "parameters": params or [],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": _ref(body)}}},
+            "responses": _answers(ok, answer, body=True, secured=bool(secured), limited=limited),
         }
+        if secured:
+            operation["security"] = _BEARER
+        return {"post": operation}
 
+    tokens = post("A reader's token for their username and password.", "Credentials", "201", "Token", limited=True)
+    tokens["post"]["responses"]["401"] = {
+        "description": "wrong username or password",
+        "content": {_JSON: {"schema": _ref("Error")}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "ReadNext API",
             "version": "1",
-            "description": "Errors are JSON ({error, status}); answers about one reader carry Cache-Control: no-store.",
+            "description": "Errors are JSON ({error, status}); answers about one reader carry Cache-Control: no-store. "
+            "Books, search, popular and similar books, and anonymous recommendations are public; a reader's "
+            "data and posting ratings need a bearer token (docs/security.md). Sign-in, ratings, search and "
+            "anonymous recommendations are rate-limited per client and per account (429 with Retry-After).",
         },
         "servers": [{"url": "/api/v1"}],
         "paths": {
@@ -202,6 +276,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     *controls,
                 ],
                 "Recommendations",
+                secured=_READER_DATA,
             ),
             "/recommendations": post(
                 "Recommendations for an anonymous reader, folded in exactly in the request.",
@@ -209,6 +284,7 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 "200",
                 "Recommendations",
                 controls,
+                limited=True,
             ),
             "/books/{book_id}": _get("A book's metadata and popularity.", [book], "BookDetail"),
             "/books/{book_id}/similar": _get("Books most similar to this one.", [book, *page], "Similar"),
@@ -219,17 +295,27 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     _param(
                         "q",
                         "query",
-                        {"type": "string", "minLength": 1, "maxLength": 200},
-                        "words to find in titles and authors",
+                        {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 200,
+                            # At most max_query_words words, split at spaces, tabs and line breaks; each word
+                            # ends at a separator or at the end, so that matching never backtracks far.
+                            "pattern": f"^{_SEP}*([^{_SEP[1:-1]}]+({_SEP}+|$)){{0,{config.limits.max_query_words}}}$",
+                        },
+                        f"words to find in titles and authors (at most {config.limits.max_query_words})",
                         required=True,
                     ),
                     *page,
                 ],
                 "Search",
+                limited=True,
             ),
-            "/users/{user_id}/ratings": _get("The books a reader rated (batch and stream).", [user], "Ratings"),
+            "/users/{user_id}/ratings": _get(
+                "The books a reader rated (batch and stream).", [user], "Ratings", secured=_READER_DATA
+            ),
             "/users/{user_id}/because/{book_id}": _get(
-                "Which rated books explain a recommendation.", [user, book], "Because"
+                "Which rated books explain a recommendation.", [user, book], "Because", secured=_READER_DATA
             ),
             "/users/{user_id}/estimate": _get(
                 "Predicted preference for some books.",
@@ -244,13 +330,35 @@ def openapi_document(config: Config) -> dict[str, Any]:
                     ),
                 ],
                 "Estimates",
+                secured=_READER_DATA,
             ),
             "/ratings": post(
                 "Post a rating to Kafka; answers 202 with the event id once the broker has it. An unknown book is 404.",
                 "RatingEvent",
                 "202",
                 "Accepted",
+                secured=_WRITE,
+                limited=True,
             ),
+            "/tokens": tokens,
+            "/tokens/current": {
+                "delete": {
+                    "summary": "Revoke the reader token this request carries (403 for a service key: revoke keys "
+                    "with python -m serving_layer keys revoke).",
+                    "security": _BEARER,
+                    "responses": _answers("204", None, "revoked", secured=True),
+                }
+            },
         },
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A reader's token (sign-in in the web UI, or POST /tokens) or a service key "
+                    "(python -m serving_layer keys create).",
+                }
+            },
+        },
     }

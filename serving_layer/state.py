@@ -8,6 +8,7 @@ no request fails during a reload.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from readnext.rerank import scaled_popularity
 from readnext.views import BookRow, GenerationViews
 
 log = logging.getLogger(__name__)
+_WORD = re.compile(r"[^ \t\r\n]+")
 T = TypeVar("T")
 
 
@@ -35,6 +37,15 @@ def is_unavailable(error: Exception) -> bool:
     from thriftpy2.transport import TTransportException
 
     return isinstance(error, TTransportException | ConnectionError | OSError)
+
+
+def query_words(text: str) -> list[str]:
+    """A search query's words: runs of characters between spaces, tabs and line breaks.
+
+    Split exactly as the API's pattern for `q` counts them (serving_layer/openapi.py), so that the
+    cap on words the schema states is the cap the server applies.
+    """
+    return _WORD.findall(text)
 
 
 def book_summary(book: BookRow) -> dict[str, Any]:
@@ -72,7 +83,7 @@ class Catalog:
     def search(self, query: str) -> list[BookRow]:
         """Books whose title or authors hold every word: title prefix first, then words in the title, then popular."""
         q = query.lower()
-        words = q.split()
+        words = query_words(q)
         hits = []
         for book in self.books.values():
             title, authors = book.title.lower(), book.authors.lower()

@@ -1,9 +1,12 @@
 """The web UI: server-rendered pages over the same state as the JSON API.
 
-A reader signs in with a goodbooks reader id (their ratings go to Kafka and the speed layer
-refreshes their recommendations within seconds) or starts as a new anonymous reader (ratings
-kept in the signed session cookie and folded in exactly on each request). Forms carry a CSRF
-token; Jinja escapes everything it prints.
+A reader signs up or signs in with a username and a password (their ratings go to Kafka and the
+speed layer refreshes their recommendations within seconds) or starts as a new anonymous reader
+(ratings kept in the signed session cookie and folded in exactly on each request). A signed-in
+session holds the reader's token: the page's script calls the API with it, and signing out
+revokes it, so a copy of the cookie is worth nothing afterwards. With `[serving] demo_sign_in` a
+goodbooks reader can also be signed in as by id alone (the page says it is a demo). Forms carry
+a CSRF token; Jinja escapes everything it prints.
 """
 
 from __future__ import annotations
@@ -11,10 +14,31 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
-from readnext.events import InvalidEvent, parse_event
-from serving_layer.state import Snapshot, book_summary, current_snapshot, serving_state
+from readnext.accounts import AccountError
+from readnext.events import MAX_ID, InvalidEvent, parse_event
+from serving_layer import auth
+from serving_layer.state import (
+    Snapshot,
+    book_summary,
+    current_snapshot,
+    is_unavailable,
+    query_words,
+    serving_state,
+)
 
 web = Blueprint("web", __name__)
 
@@ -33,9 +57,54 @@ def check_csrf() -> None:
             abort(400, "the form expired; reload the page and try again")
 
 
+@web.before_app_request
+def check_session() -> None:
+    """The signed-in reader (g.reader) only while the session's token is valid: sign-out revoked it."""
+    g.reader = None
+    token = session.get("token")
+    if request.blueprint != "web" or not token:
+        return
+    try:
+        found = auth.lookup(token)
+    except Exception as e:  # noqa: BLE001 - HBase away: serve the page signed out, keep the session
+        if not is_unavailable(e):
+            raise
+        return
+    if found is None or found.reader_id != session.get("reader"):
+        session.clear()
+    else:
+        g.reader = found.reader_id
+
+
 @web.app_context_processor
 def template_globals() -> dict[str, Any]:
-    return {"csrf_token": csrf_token, "reader": session.get("reader"), "anonymous": "anon" in session}
+    return {
+        "csrf_token": csrf_token,
+        "reader": g.get("reader"),
+        "username": session.get("username"),
+        "demo": session.get("demo", False),
+        "demo_sign_in": serving_state().config.serving.demo_sign_in,
+        "anonymous": "anon" in session,
+        "min_password": serving_state().config.accounts.min_password_length,
+    }
+
+
+def _signed_in(reader: int, token: str, username: str | None, demo: bool = False) -> Any:
+    session.clear()
+    session.update(reader=reader, token=token, username=username, demo=demo)
+    return redirect(url_for("web.me"))
+
+
+@web.errorhandler(Exception)
+def unexpected(error: Exception) -> Any:
+    """A store that is away is 503 with advice, not a 500 (sign-in and sign-up need HBase)."""
+    if isinstance(error, HTTPException):
+        return error
+    if is_unavailable(error):
+        current_app.logger.warning("a data store is unavailable: %s", error)
+        return ServiceUnavailable("a data store is unavailable; please try again in a moment")
+    current_app.logger.exception("unexpected error")
+    return InternalServerError()
 
 
 def _books(snap: Snapshot, ids: list[int]) -> list[dict[str, Any]]:
@@ -45,7 +114,8 @@ def _books(snap: Snapshot, ids: list[int]) -> list[dict[str, Any]]:
 @web.get("/")
 def home() -> str:
     snap = current_snapshot()
-    q = request.args.get("q", "").strip()[:200]
+    words = query_words(request.args.get("q", ""))[: serving_state().config.limits.max_query_words]
+    q = " ".join(words)[:200]
     found = snap.catalog.search(q) if q else [snap.catalog.books[b] for b in snap.catalog.popular]
     books = [book_summary(b) for b in found[:24]]
     return render_template("home.html", books=books, q=q)
@@ -62,29 +132,61 @@ def book(book_id: int) -> str:
     return render_template("book.html", book=book_summary(found), similar=similar, my_rating=mine)
 
 
+@web.get("/signin")
+def signin_page() -> str:
+    return render_template("signin.html")
+
+
 @web.post("/signin")
 def signin() -> Any:
+    if "reader" in request.form:
+        if not serving_state().config.serving.demo_sign_in:
+            abort(400, "signing in by reader id is off; sign in with your username and password")
+        try:
+            reader = int(request.form["reader"])
+        except ValueError:
+            abort(400, "a reader id is a number")
+        if not 1 <= reader <= MAX_ID:
+            abort(400, "no such reader id")
+        return _signed_in(reader, auth.demo_sign_in(reader), None, demo=True)
+    signed_in = auth.sign_in(request.form.get("username", ""), request.form.get("password", ""))
+    if signed_in is None:
+        return render_template("signin.html", error="Wrong username or password."), 401
+    return _signed_in(*signed_in, request.form["username"].strip().lower())
+
+
+@web.get("/signup")
+def signup_page() -> str:
+    return render_template("signup.html")
+
+
+@web.post("/signup")
+def signup() -> Any:
+    username = request.form.get("username", "")
     try:
-        reader = int(request.form.get("reader", ""))
-    except ValueError:
-        abort(400, "a reader id is a number")
-    if not 1 <= reader <= 2_147_483_647:
-        abort(400, "no such reader id")
-    session.pop("anon", None)
-    session["reader"] = reader
-    return redirect(url_for("web.me"))
+        reader, token = auth.sign_up(username, request.form.get("password", ""))
+    except AccountError as e:
+        return render_template("signup.html", error=str(e), username=username), 400
+    return _signed_in(reader, token, username.strip().lower())
 
 
 @web.post("/anonymous")
 def anonymous() -> Any:
-    session.pop("reader", None)
+    if session.get("token"):
+        _sign_out()
     session["anon"] = {}
     return redirect(url_for("web.home"))
 
 
+def _sign_out() -> None:
+    if session.get("token"):
+        auth.revoke(session["token"])
+    session.clear()
+
+
 @web.post("/signout")
 def signout() -> Any:
-    session.clear()
+    _sign_out()
     return redirect(url_for("web.home"))
 
 
@@ -94,7 +196,7 @@ def rate() -> Any:
     try:
         event = parse_event(
             {
-                "user_id": session.get("reader") or 1,
+                "user_id": g.reader or 1,
                 "book_id": int(request.form.get("book_id", "")),
                 "rating": int(request.form.get("rating", "")),
             },
@@ -102,9 +204,9 @@ def rate() -> Any:
         )
     except (ValueError, InvalidEvent) as e:
         abort(400, f"cannot take that rating: {e}")
-    if session.get("reader"):
+    if g.reader:
         try:
-            serving_state().producer().send(event.user_id, event.book_id, event.rating)
+            serving_state().producer().send(event.user_id, event.book_id, event.rating, writer=f"reader:{g.reader}")
         except Exception:  # noqa: BLE001 - any Kafka failure: tell the reader, lose nothing silently
             abort(503, "ratings cannot be taken right now; please try again in a moment")
     elif "anon" in session:
@@ -120,8 +222,15 @@ def rate() -> Any:
 
 
 @web.get("/me")
-def me() -> str:
-    if not session.get("reader") and "anon" not in session:
+def me() -> Any:
+    if not g.reader and "anon" not in session:
         return redirect(url_for("web.home"))
     anon = {int(k): v for k, v in session.get("anon", {}).items()}
-    return render_template("me.html", anon_ratings=[{"book_id": b, "rating": r} for b, r in anon.items()])
+    page = render_template(
+        "me.html",
+        anon_ratings=[{"book_id": b, "rating": r} for b, r in anon.items()],
+        token=session.get("token", "") if g.reader else "",
+    )
+    response = make_response(page)
+    response.headers["Cache-Control"] = "no-store"  # the page carries the reader's token
+    return response

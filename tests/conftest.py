@@ -23,6 +23,7 @@ from batch_layer.generation import build_generation
 from batch_layer.ingest import DataFiles, ingest
 from deploy.init import init
 from deploy.stack import Stack
+from readnext.accounts import Tokens
 from readnext.clients import hbase_connection, kafka_admin
 from readnext.config import PROJECT_ROOT, Config, load_config, sandbox_env
 from readnext.events import StreamEvent
@@ -112,6 +113,21 @@ class Served(NamedTuple):
     client: FlaskClient
     app: Flask
 
+    def _issue(self, issue: Callable[[Tokens], str]) -> dict[str, str]:
+        conn = hbase_connection(self.config)
+        try:
+            return {"Authorization": f"Bearer {issue(Tokens(conn, self.config))}"}
+        finally:
+            conn.close()
+
+    def reader(self, user_id: int) -> dict[str, str]:
+        """Headers with a new token of reader `user_id`, as sign-in issues one."""
+        return self._issue(lambda tokens: tokens.issue_reader(user_id))
+
+    def key(self, *scopes: str) -> dict[str, str]:
+        """Headers with a new service key of these scopes, as `python -m serving_layer keys create` makes one."""
+        return self._issue(lambda tokens: tokens.issue_key("test-service", set(scopes)))
+
 
 @pytest.fixture(scope="session")
 def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
@@ -126,6 +142,7 @@ def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
         artifacts=dataclasses.replace(base.artifacts, uri=str(folder / "artifacts")),
         model=dataclasses.replace(base.model, rank=8, iterations=6),
         batch=dataclasses.replace(base.batch, evaluate=False, top_n=20, similar_k=5),
+        limits=dataclasses.replace(base.limits, enabled=False),  # tests/test_auth.py checks the limits
     )
     spark.sql(f"CREATE DATABASE {name}")
     spark.sql(f"USE {name}")

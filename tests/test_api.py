@@ -21,7 +21,8 @@ def _known(rows, user):
 def test_known_reader_gets_the_batch_view_with_metadata_and_reasons(served):
     rows = served.rows
     client = served.client
-    answer = client.get("/api/v1/users/4/recommendations?n=5").get_json()
+    me = served.reader(4)
+    answer = client.get("/api/v1/users/4/recommendations?n=5", headers=me).get_json()
     assert answer["source"] == "batch" and len(answer["items"]) == 5
     ids = [i["book_id"] for i in answer["items"]]
     assert not set(ids) & set(_known(rows, 4))
@@ -30,9 +31,9 @@ def test_known_reader_gets_the_batch_view_with_metadata_and_reasons(served):
     assert first["reason"].startswith("because you rated Book ")
     scores = [i["score"] for i in answer["items"]]
     assert scores == sorted(scores, reverse=True)
-    page2 = client.get("/api/v1/users/4/recommendations?n=5&offset=5").get_json()
+    page2 = client.get("/api/v1/users/4/recommendations?n=5&offset=5", headers=me).get_json()
     assert not set(ids) & {i["book_id"] for i in page2["items"]}
-    with_known = client.get("/api/v1/users/4/recommendations?n=20&exclude_known=false").get_json()
+    with_known = client.get("/api/v1/users/4/recommendations?n=20&exclude_known=false", headers=me).get_json()
     assert set(_known(rows, 4)) & {i["book_id"] for i in with_known["items"]}
 
 
@@ -40,21 +41,23 @@ def test_speed_view_newer_than_the_batch_wins(served, speed_rows):
     rows, client = served.rows, served.client
     unseen = next(b for b in range(1, 91) if b not in _known(rows, 6))
     speed_rows({6: [StreamEvent("x-0", 1, 6, unseen, 5, 1000)]})
-    answer = client.get("/api/v1/users/6/recommendations?n=10").get_json()
+    me = served.reader(6)
+    answer = client.get("/api/v1/users/6/recommendations?n=10", headers=me).get_json()
     assert answer["source"] == "speed"
     assert unseen not in {i["book_id"] for i in answer["items"]}
-    ratings = client.get("/api/v1/users/6/ratings").get_json()
+    ratings = client.get("/api/v1/users/6/ratings", headers=me).get_json()
     assert ratings["source"] == "speed" and {i["book_id"]: i["rating"] for i in ratings["items"]}[unseen] == 5
 
 
 def test_unknown_reader_gets_popular_books(served):
     client = served.client
     app = served.app
-    answer = client.get("/api/v1/users/777777/recommendations?n=3").get_json()
+    me = served.reader(777777)
+    answer = client.get("/api/v1/users/777777/recommendations?n=3", headers=me).get_json()
     assert answer["source"] == "popular"
     popular = app.extensions["readnext"].snapshot().catalog.popular[:3]
     assert [i["book_id"] for i in answer["items"]] == list(popular)
-    assert client.get("/api/v1/users/777777/ratings").status_code == 404
+    assert client.get("/api/v1/users/777777/ratings", headers=me).status_code == 404
 
 
 def test_anonymous_reader_is_folded_in_exactly(served):
@@ -87,10 +90,11 @@ def test_books_similar_popular_and_search(served):
 def test_explanations_add_up_to_the_estimate(served):
     rows = served.rows
     client = served.client
-    recs = client.get("/api/v1/users/9/recommendations?n=1").get_json()["items"]
+    me = served.reader(9)
+    recs = client.get("/api/v1/users/9/recommendations?n=1", headers=me).get_json()["items"]
     book = recs[0]["book_id"]
-    because = client.get(f"/api/v1/users/9/because/{book}").get_json()
-    estimate = client.get(f"/api/v1/users/9/estimate?books={book},1").get_json()["items"][0]["estimate"]
+    because = client.get(f"/api/v1/users/9/because/{book}", headers=me).get_json()
+    estimate = client.get(f"/api/v1/users/9/estimate?books={book},1", headers=me).get_json()["items"][0]["estimate"]
     assert abs(because["score"] - estimate) < 1e-4
     assert because["items"][0]["book_id"] in _known(rows, 9)
 
@@ -98,7 +102,7 @@ def test_explanations_add_up_to_the_estimate(served):
 def test_posting_a_rating_puts_it_on_kafka(served):
     config = served.config
     client = served.client
-    reply = client.post("/api/v1/ratings", json={"user_id": 12, "book_id": 4, "rating": 5})
+    reply = client.post("/api/v1/ratings", json={"user_id": 12, "book_id": 4, "rating": 5}, headers=served.reader(12))
     assert reply.status_code == 202
     event_id = reply.get_json()["event_id"]
     consumer = kafka_consumer(
@@ -106,7 +110,14 @@ def test_posting_a_rating_puts_it_on_kafka(served):
     )
     values = [json.loads(r.value) for r in consumer]
     consumer.close()
-    assert {"user_id": 12, "book_id": 4, "rating": 5, "event_id": event_id}.items() <= values[-1].items()
+    expected = {"user_id": 12, "book_id": 4, "rating": 5, "event_id": event_id, "writer": "reader:12"}
+    assert expected.items() <= values[-1].items()
+
+
+@pytest.fixture(scope="module")
+def service(served):
+    """A trusted back end's key: it may read any reader and post for any reader."""
+    return served.key("readers:read", "ratings:write")
 
 
 @pytest.mark.parametrize(
@@ -141,19 +152,20 @@ def test_posting_a_rating_puts_it_on_kafka(served):
         ("post", "/api/v1/ratings", "x" * 70_000, 413),
     ],
 )
-def test_errors_are_json_with_the_right_status(served, method, path, body, status):
+def test_errors_are_json_with_the_right_status(served, service, method, path, body, status):
     client = served.client
     if isinstance(body, str):
-        reply = client.post(path, data=body, content_type="application/json")
+        reply = client.post(path, data=body, content_type="application/json", headers=service)
         assert reply.status_code < 500, "a malformed body is the client's error"
     else:
-        reply = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
+        kwargs = {"json": body} if body is not None else {}
+        reply = getattr(client, method)(path, headers=service, **kwargs)
     assert reply.status_code == status
     assert reply.is_json and reply.get_json()["status"] == status and reply.get_json()["error"]
     assert "Traceback" not in reply.get_data(as_text=True)
 
 
-def test_a_chunked_body_over_the_limit_is_413_and_a_plain_text_body_415(served):
+def test_a_chunked_body_over_the_limit_is_413_and_a_plain_text_body_415(served, service):
     client = served.client
     app = served.app
     big = json.dumps({"user_id": 1, "book_id": 1, "rating": 4, "pad": "x" * app.config["MAX_CONTENT_LENGTH"]})
@@ -161,11 +173,11 @@ def test_a_chunked_body_over_the_limit_is_413_and_a_plain_text_body_415(served):
         "/api/v1/ratings",
         input_stream=io.BytesIO(big.encode()),
         content_type="application/json",
-        headers={"Transfer-Encoding": "chunked"},
+        headers={"Transfer-Encoding": "chunked", **service},
         environ_overrides={"wsgi.input_terminated": True},
     )
     assert reply.status_code == 413 and reply.get_json()["status"] == 413
-    reply = client.post("/api/v1/ratings", data='{"user_id": 1}', content_type="text/plain")
+    reply = client.post("/api/v1/ratings", data='{"user_id": 1}', content_type="text/plain", headers=service)
     assert reply.status_code == 415
 
 
@@ -185,8 +197,11 @@ def test_no_redirect_is_built_from_the_clients_host(served):
 
 def test_answers_about_one_reader_are_not_stored_by_caches(served):
     client = served.client
-    assert client.get("/api/v1/users/4/recommendations").headers["Cache-Control"] == "no-store"
-    assert client.get("/api/v1/users/99999/ratings").headers["Cache-Control"] == "no-store"
+    assert (
+        client.get("/api/v1/users/4/recommendations", headers=served.reader(4)).headers["Cache-Control"] == "no-store"
+    )
+    unknown = client.get("/api/v1/users/99999/ratings", headers=served.reader(99999))
+    assert unknown.status_code == 404 and unknown.headers["Cache-Control"] == "no-store"
     anonymous = client.post("/api/v1/recommendations", json={"ratings": [{"book_id": 5, "rating": 4}]})
     assert anonymous.headers["Cache-Control"] == "no-store"
     assert "Cache-Control" not in client.get("/api/v1/books/popular").headers
@@ -196,7 +211,7 @@ def test_kafka_down_means_503_with_advice(served):
     config = served.config
     down = dataclasses.replace(config, kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:1"))
     client = create_app(down).test_client()
-    reply = client.post("/api/v1/ratings", json={"user_id": 1, "book_id": 5, "rating": 4})
+    reply = client.post("/api/v1/ratings", json={"user_id": 1, "book_id": 5, "rating": 4}, headers=served.reader(1))
     assert reply.status_code == 503 and "retry" in reply.get_json()["error"]
     ready = client.get("/readyz")
     assert ready.status_code == 503 and any("Kafka" in p for p in ready.get_json()["problems"])
@@ -227,10 +242,11 @@ def test_hbase_down_degrades_to_popular_with_a_notice(served):
     proxy = TcpProxy(config.hbase.port, config.hbase.host)
     app = create_app(dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port)))
     client = app.test_client()
+    me = served.reader(4)
     assert client.get("/readyz").status_code == 200
-    assert client.get("/api/v1/users/4/recommendations?n=3").get_json()["source"] == "batch"
+    assert client.get("/api/v1/users/4/recommendations?n=3", headers=me).get_json()["source"] == "batch"
     proxy.cut()
-    answer = client.get("/api/v1/users/4/recommendations?n=3")
+    answer = client.get("/api/v1/users/4/recommendations?n=3", headers=me)
     assert answer.status_code == 200
     assert answer.get_json()["source"] == "popular" and "unavailable" in answer.get_json()["notice"]
     assert client.get("/readyz").status_code == 503
@@ -241,9 +257,10 @@ def test_a_dropped_hbase_connection_is_retried_once(served):
     proxy = TcpProxy(config.hbase.port, config.hbase.host)
     app = create_app(dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port)))
     client = app.test_client()
-    assert client.get("/api/v1/users/4/recommendations?n=3").get_json()["source"] == "batch"
+    me = served.reader(4)
+    assert client.get("/api/v1/users/4/recommendations?n=3", headers=me).get_json()["source"] == "batch"
     proxy.drop()  # as a Thrift server restart: the pooled connection is dead, a new one works
-    answer = client.get("/api/v1/users/4/recommendations?n=3").get_json()
+    answer = client.get("/api/v1/users/4/recommendations?n=3", headers=me).get_json()
     assert answer["source"] == "batch" and "notice" not in answer
     proxy.cut()
 

@@ -1,7 +1,9 @@
 """The web UI in a real browser: Debian's headless Chromium, driven through chromedriver by Selenium.
 
-A new reader searches, rates three books with the stars, and sees recommendations appear on
-"Recommended for you"; screenshots (desktop and phone width) are saved under the test's folder.
+A new anonymous reader searches, rates three books with the stars, and sees recommendations appear
+on "Recommended for you"; a reader signs up, rates, signs out and in again and sees the same
+recommendations, which a second reader can neither see nor change. Screenshots are saved under
+the tests' folders.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
+
+from readnext.clients import kafka_consumer
+from readnext.events import StreamEvent, parse_event
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,82 @@ def test_new_reader_searches_rates_three_books_and_gets_recommendations(site, ch
     assert chrome.find_element(By.NAME, "q").size["height"] < 60, "the header stays compact"
     assert chrome.find_element(By.CSS_SELECTOR, "#recs .card").location["y"] < 844, "recommendations on screen"
     assert chrome.save_screenshot(str(tmp_path / "recommendations-phone.png"))
+
+
+def _sign_up(chrome, site: str, username: str, password: str) -> int:
+    chrome.get(site + "/signup")
+    chrome.find_element(By.NAME, "username").send_keys(username)
+    chrome.find_element(By.NAME, "password").send_keys(password)
+    chrome.find_element(By.ID, "sign-up-submit").click()
+    recs = _wait(chrome, lambda b: b.find_elements(By.ID, "recs"))[0]
+    return int(recs.get_attribute("data-reader"))
+
+
+def _streamed(served, reader: int) -> dict[int, list[StreamEvent]]:
+    """The reader's events on the ratings topic, as the speed layer reads them."""
+    config = served.config
+    consumer = kafka_consumer(
+        config, config.kafka.ratings_topic, auto_offset_reset="earliest", consumer_timeout_ms=5_000
+    )
+    events = []
+    for record in consumer:
+        event = parse_event(record.value)
+        if event.user_id == reader:
+            origin = f"{record.topic}-{record.partition}"
+            events.append(StreamEvent(origin, record.offset, reader, event.book_id, event.rating, event.ts_ms))
+    consumer.close()
+    return {reader: events}
+
+
+def _shown(chrome) -> list[int]:
+    cards = _wait(chrome, lambda b: b.find_elements(By.CSS_SELECTOR, "#recs .card"))
+    return [int(c.get_attribute("href").rsplit("/", 1)[1]) for c in cards]
+
+
+def test_a_reader_signs_up_rates_signs_out_and_in_and_nobody_else_sees_their_data(
+    served, site, chrome, speed_rows, unique_name, tmp_path
+):
+    password = "a long enough password"
+    reader = _sign_up(chrome, site, unique_name, password)
+    assert unique_name in chrome.find_element(By.ID, "who").text
+    rated = {5: 5, 10: 5, 15: 4}
+    for book, stars in rated.items():
+        chrome.get(f"{site}/books/{book}")
+        chrome.find_element(By.CSS_SELECTOR, f'form.stars button[value="{stars}"]').click()
+        _wait(chrome, lambda b: b.find_elements(By.ID, "rated"))
+    streamed = _wait(chrome, lambda _: (found := _streamed(served, reader)) and len(found[reader]) == 3 and found)
+    assert {e.book_id: e.rating for e in streamed[reader]} == rated, "the ratings went to Kafka in the reader's name"
+    speed_rows(streamed)  # what the speed layer does with them
+
+    chrome.get(site + "/me")
+    _wait(chrome, lambda b: "updated just now" in b.find_element(By.ID, "status").text)
+    before = _shown(chrome)
+    assert before and not set(before) & set(rated)
+    assert chrome.save_screenshot(str(tmp_path / "signed-in.png"))
+
+    chrome.find_element(By.ID, "sign-out").click()
+    _wait(chrome, lambda b: b.find_elements(By.ID, "sign-in"))
+    chrome.get(site + "/signin")
+    chrome.find_element(By.NAME, "username").send_keys(unique_name)
+    chrome.find_element(By.NAME, "password").send_keys(password)
+    chrome.find_element(By.ID, "sign-in-submit").click()
+    _wait(chrome, lambda b: "updated just now" in b.find_element(By.ID, "status").text)
+    assert _shown(chrome) == before, "the same recommendations after signing in again"
+
+    chrome.find_element(By.ID, "sign-out").click()
+    _wait(chrome, lambda b: b.find_elements(By.ID, "sign-in"))
+    other = _sign_up(chrome, site, unique_name + "b", password)
+    assert other != reader
+    _wait(chrome, lambda b: "popular books" in b.find_element(By.ID, "status").text)
+    probe = """
+        const [first, done] = arguments, token = document.getElementById("recs").dataset.token;
+        const auth = {Authorization: "Bearer " + token, "Content-Type": "application/json"};
+        Promise.all([
+          fetch(`/api/v1/users/${first}/ratings`, {headers: auth}).then((r) => r.status),
+          fetch("/api/v1/ratings", {method: "POST", headers: auth,
+                body: JSON.stringify({user_id: first, book_id: 7, rating: 1})}).then((r) => r.status),
+        ]).then(done);
+    """
+    assert chrome.execute_async_script(probe, reader) == [403, 403], (
+        "the second reader can neither see nor change the first's"
+    )

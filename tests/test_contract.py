@@ -23,6 +23,8 @@ SEED = os.environ.get("CONTRACT_SEED", "1")
 
 
 def test_every_operation_keeps_its_contract(served, tmp_path: Path):
+    """As a trusted back end: a service key that may read and write for every reader (checks without it too)."""
+    key = served.key("readers:read", "ratings:write")
     server = make_server("127.0.0.1", 0, served.app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -40,6 +42,8 @@ def test_every_operation_keeps_its_contract(served, tmp_path: Path):
                 str(EXAMPLES),
                 "--seed",
                 SEED,
+                "--header",
+                f"Authorization: {key['Authorization']}",
                 "--report",
                 "junit",
                 "--report-dir",
@@ -55,15 +59,19 @@ def test_every_operation_keeps_its_contract(served, tmp_path: Path):
         server.shutdown()
     report = run.stdout[-12000:]
     assert run.returncode == 0, report
-    assert "10 operations" in report or "10/10" in report, report
+    assert "12 operations" in report or "12/12" in report, report
 
 
 def test_every_operation_is_documented_and_self_contained(served):
     document = served.client.get("/api/v1/openapi.json").get_json()
-    assert len(document["paths"]) == 10
+    assert len(document["paths"]) == 12
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert "https://readnext" not in str(document), "no external $ref"
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             answers = operation["responses"]
             assert {"400", "404", "503"} <= set(answers), f"{method} {path}"
-            assert all("schema" in a["content"]["application/json"] for a in answers.values()), f"{method} {path}"
+            documented = [a for code, a in answers.items() if code != "204"]
+            assert all("schema" in a["content"]["application/json"] for a in documented), f"{method} {path}"
+            if "security" in operation:
+                assert {"401", "403"} <= set(answers), f"{method} {path}"

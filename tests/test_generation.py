@@ -14,6 +14,7 @@ from batch_layer.ingest import DataFiles, ingest
 from batch_layer.show import show
 from deploy.init import init
 from readnext import artifacts
+from readnext.accounts import Tokens
 from readnext.clients import hbase_connection
 from readnext.views import HIVE_VIEWS, GenerationRecords, GenerationViews, generation_table
 from serving_layer.app import create_app
@@ -143,6 +144,9 @@ def test_a_failure_at_any_publishing_step_leaves_the_previous_generation_serving
     config = dataclasses.replace(small_config, batch=dataclasses.replace(small_config.batch, evaluate=False))
     init(config)
     client = create_app(config).test_client()
+    conn = hbase_connection(config)
+    reader = {"Authorization": f"Bearer {Tokens(conn, config).issue_reader(7)}"}
+    conn.close()
     try:
         first = build_generation(spark, config)
         for k, (step, inject) in enumerate(FAILURES.items()):
@@ -165,7 +169,7 @@ def test_a_failure_at_any_publishing_step_leaves_the_previous_generation_serving
                 ], step
             finally:
                 conn.close()
-            answer = client.get("/api/v1/users/7/recommendations?n=3")
+            answer = client.get("/api/v1/users/7/recommendations?n=3", headers=reader)
             assert answer.status_code == 200 and answer.json["generation"] == first, step
             assert answer.json["source"] == "batch", step
     finally:
@@ -177,9 +181,9 @@ def test_old_generations_are_pruned_everywhere(stack, spark, master, small_confi
     spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
     spark.sql(
         "INSERT INTO ratings PARTITION (source, event_date) VALUES "
-        "(1, 2, 5, current_timestamp(), 5, 'ratings-0', 'stream', current_date()), "
-        "(2, 3, 4, current_timestamp(), 9, 'ratings-0', 'stream', current_date()), "
-        "(3, 4, 4, current_timestamp(), 2, 'ratings-1', 'stream', current_date())"
+        "(1, 2, 5, current_timestamp(), 5, 'ratings-0', NULL, 'stream', current_date()), "
+        "(2, 3, 4, current_timestamp(), 9, 'ratings-0', NULL, 'stream', current_date()), "
+        "(3, 4, 4, current_timestamp(), 2, 'ratings-1', NULL, 'stream', current_date())"
     )
     try:
         first = build_generation(spark, config)

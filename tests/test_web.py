@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -53,14 +54,36 @@ def test_new_reader_rates_three_books_and_gets_folded_in_recommendations(browser
     assert client.post("/rate", data={"csrf": token, "book_id": 5, "rating": 9}).status_code == 400
 
 
-def test_signed_in_reader_rating_goes_to_kafka(browser):
+def _csrf(client) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get("/").get_data(as_text=True)).group(1)
+
+
+def test_a_reader_signs_up_and_their_rating_goes_to_kafka_in_their_name(browser, unique_name):
     config, _, client, token = browser
-    assert client.post("/signin", data={"csrf": token, "reader": "4"}).status_code == 302
-    assert 'data-reader="4"' in client.get("/me").get_data(as_text=True)
-    assert client.post("/rate", data={"csrf": token, "book_id": 33, "rating": 4}).status_code == 302
+    signed_up = client.post("/signup", data={"csrf": token, "username": unique_name[-20:], "password": "x" * 12})
+    assert signed_up.status_code == 302
+    me = client.get("/me")
+    reader = int(re.search(r'data-reader="(\d+)"', me.get_data(as_text=True)).group(1))
+    assert reader >= config.accounts.first_reader_id and me.headers["Cache-Control"] == "no-store"
+    assert client.post("/rate", data={"csrf": token, "book_id": 33, "rating": 4}).status_code == 400, "CSRF rotated"
+    assert client.post("/rate", data={"csrf": _csrf(client), "book_id": 33, "rating": 4}).status_code == 302
     consumer = kafka_consumer(
         config, config.kafka.ratings_topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000
     )
     values = [json.loads(r.value) for r in consumer]
     consumer.close()
-    assert any(v["user_id"] == 4 and v["book_id"] == 33 and v["rating"] == 4 for v in values)
+    assert {"user_id": reader, "book_id": 33, "rating": 4, "writer": f"reader:{reader}"} in [
+        {k: v[k] for k in ("user_id", "book_id", "rating", "writer") if k in v} for v in values
+    ]
+
+
+def test_sign_in_by_reader_id_is_a_demo_switch_off_by_default(served):
+    off = create_app(served.config).test_client()
+    assert off.post("/signin", data={"csrf": _csrf(off), "reader": "4"}).status_code == 400
+    assert "Reader id" not in off.get("/signin").get_data(as_text=True)
+    config = dataclasses.replace(served.config, serving=dataclasses.replace(served.config.serving, demo_sign_in=True))
+    on = create_app(config).test_client()
+    assert "demo switch" in on.get("/signin").get_data(as_text=True)
+    assert on.post("/signin", data={"csrf": _csrf(on), "reader": "4"}).status_code == 302
+    page = on.get("/me").get_data(as_text=True)
+    assert 'data-reader="4"' in page and "(demo sign-in)" in page

@@ -31,7 +31,8 @@ async function refresh(recs, status) {
   const ratings = JSON.parse(recs.dataset.ratings || "[]");
   let response;
   if (reader) {
-    response = await fetch(`/api/v1/users/${encodeURIComponent(reader)}/recommendations?n=12`);
+    response = await fetch(`/api/v1/users/${encodeURIComponent(reader)}/recommendations?n=12`,
+                           {headers: {Authorization: "Bearer " + recs.dataset.token}});
   } else if (ratings.length) {
     response = await fetch("/api/v1/recommendations", {
       method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({ratings, n: 12}),
