@@ -85,7 +85,9 @@ def _serve(spark, config, args: argparse.Namespace) -> int:
     import threading
 
     from batch_layer.service import BatchService
+    from readnext import metrics
 
+    metrics.serve(config.metrics.batch_port, "batch service")
     stop = threading.Event()
 
     def on_term(signum: int, frame: object) -> None:
@@ -211,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         return LOCAL_COMMANDS[args.command](args)
 
     from batch_layer import stages
+    from readnext import logs
     from readnext.spark import get_spark
 
     config = load_config()
+    if args.command == "serve":  # the long-running one: its lines in the configured format
+        logs.configure(config)
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     stages.remember_durations(config.stack.state_dir / "run" / f"stage-seconds-{config.hbase.table_prefix}.json")
     spark = get_spark(config, app_name=f"readnext-batch-{args.command}")
     try:

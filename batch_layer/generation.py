@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from batch_layer import views
 from batch_layer.evaluate import HeldOut, evaluate_held_out, fold_in_held_out, hold_out_readers
 from batch_layer.stages import stage
 from batch_layer.train import Factors, collect_factors, fit_als
-from readnext import artifacts, master_dataset
+from readnext import artifacts, logs, master_dataset
 from readnext.clients import hbase_pool
 from readnext.config import Config
 from readnext.hive import ensure_tables
@@ -64,6 +65,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     frames: dict[str, DataFrame] = field(default_factory=dict)
     book_rows: list[BookRow] = field(default_factory=list)
+    training_s: float = 0.0
 
 
 def load(run: Run) -> None:
@@ -93,8 +95,10 @@ def hold_out(run: Run) -> None:
 
 def train(run: Run) -> None:
     with stage("train ALS") as done:
+        started = time.monotonic()
         run.model = fit_als(run.train, run.config.model)
         run.books = collect_factors(run.model.itemFactors)
+        run.training_s = round(time.monotonic() - started, 1)
         done({"books": len(run.books.ids), "rank": run.model.rank, "iterations": run.config.model.iterations})
 
 
@@ -169,6 +173,7 @@ def publish(run: Run) -> None:
         "batch": dataclasses.asdict(run.config.batch),
         "metrics": run.metrics,
         "blas": blas_name(run.spark),
+        "training_s": run.training_s,
     }
     with stage("publish artifacts", run.config.artifacts.uri):
         store = artifacts.open_store(run.config)
@@ -191,6 +196,7 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
     ensure_tables(spark, "batch_views")
     remove_leftovers(spark, config)
     run = Run(spark, config, generation or new_generation_id(), datetime.now(timezone.utc))
+    logs.set_context(generation=run.generation)
     artifacts.begin_generation(artifacts.open_store(config), run.generation)
     try:
         for step in STEPS:

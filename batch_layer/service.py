@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from batch_layer import metrics
 from readnext import artifacts
 from readnext.config import Config
 
@@ -108,6 +109,7 @@ class BatchService:
             log.info("batch service: %s; checking again later", e)
             return None
         except Exception:
+            metrics.RUNS.labels("failure").inc()
             self.failures += 1
             log.exception(
                 "batch service: the run failed (%d in a row); the current generation keeps serving, "
@@ -116,10 +118,16 @@ class BatchService:
             )
             return None
         self.failures = 0
+        metrics.RUNS.labels("success").inc()
+        metrics.record_generation(artifacts.load_manifest(artifacts.open_store(self.config), generation))
         log.info("batch service: generation %s is current", generation)
         return generation
 
     def run(self, stop: threading.Event) -> None:
+        store = artifacts.open_store(self.config)
+        current = artifacts.current_generation(store)
+        if current is not None:
+            metrics.record_generation(artifacts.load_manifest(store, current))
         log.info("batch service: watching the master dataset every %s s", self.config.batch.check_s)
         while not stop.is_set():
             started = time.monotonic()

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batch_layer.metrics import STAGE_SECONDS
+
 log = logging.getLogger("batch_layer")
 T = TypeVar("T")
 PROGRESS_S = 10.0
@@ -87,6 +89,7 @@ def stage(name: str, detail: object = "") -> Iterator[Callable[[T], T]]:
     value = result.get("value")
     counts = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     log.info("stage %s: end in %.1f s %s", name, seconds, counts if counts is not None else "")
+    STAGE_SECONDS.labels(name).set(seconds)
     if HISTORY is not None:
         HISTORY.parent.mkdir(parents=True, exist_ok=True)
         HISTORY.write_text(json.dumps({**_history(), name: round(seconds, 1)}))

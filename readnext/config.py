@@ -79,6 +79,7 @@ class StackConfig:
     memcached: bool
     memcached_port: int
     memcached_memory_mb: int
+    prometheus: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +167,26 @@ class ServingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    format: str
+    level: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsConfig:
+    """Where each layer serves its Prometheus metrics, and where the stack's Prometheus listens (docs/operations.md)."""
+
+    speed_port: int
+    batch_port: int
+    web_target: str
+    prometheus_port: int
+    scrape_interval_s: int
+    speed_lag_alert: int
+    serving_p99_alert_s: float
+    serving_error_ratio_alert: float
+
+
+@dataclasses.dataclass(frozen=True)
 class AccountsConfig:
     """Reader accounts, their tokens and service keys (readnext/accounts.py, docs/security.md)."""
 
@@ -189,6 +210,7 @@ class LimitsConfig:
     ratings_per_key: str
     search_per_client: str
     fold_in_per_client: str
+    status_per_client: str
     max_query_words: int
 
 
@@ -208,6 +230,8 @@ class Config:
     serving: ServingConfig
     accounts: AccountsConfig
     limits: LimitsConfig
+    metrics: MetricsConfig
+    logging: LoggingConfig
 
 
 def local_or_uri(value: str) -> str:
@@ -277,6 +301,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
                 raise ConfigError(f"missing setting [{name}] {key} (or ${var})")
             kwargs[key] = _coerce(value, kind, f"[{name}] {key}")
         sections[name] = section_cls(**kwargs)
+    if sections["logging"].format not in ("text", "json"):
+        raise ConfigError(f"[logging] format: expected 'text' or 'json', got {sections['logging'].format!r}")
     if sections["model"].feedback not in ("implicit", "explicit"):
         raise ConfigError(f"[model] feedback: expected 'implicit' or 'explicit', got {sections['model'].feedback!r}")
     return Config(**sections)

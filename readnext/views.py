@@ -385,6 +385,21 @@ class GenerationRecords:
             return []
         return [k.decode() for k, _ in self.conn.table(self.name).scan(filter=b"KeyOnlyFilter()")]
 
+    def history(self, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` generations, oldest first: id, created_at, metrics."""
+        if self.name.encode() not in self.conn.tables():
+            return []
+        rows = self.conn.table(self.name).scan(columns=[b"g:created_at", b"g:metrics"])
+        found = [
+            {
+                "generation": k.decode(),
+                "created_at": v.get(b"g:created_at", b"").decode(),
+                "metrics": json.loads(v.get(b"g:metrics") or b"{}"),
+            }
+            for k, v in rows
+        ]
+        return found[-limit:]
+
     def metrics(self, generation: str) -> dict[str, Any]:
         if self.name.encode() not in self.conn.tables():
             return {}

@@ -10,7 +10,8 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from readnext.events import MAX_ID, InvalidEvent, UnknownBook, json_integer, parse_event
-from serving_layer import auth
+from serving_layer import auth, status
+from serving_layer.metrics import ANSWERS, FOLD_IN_SECONDS, HBASE_SECONDS
 from serving_layer.openapi import openapi_document
 from serving_layer.recommend import contributions, reader_state, reasons, rerank
 from serving_layer.state import (
@@ -142,14 +143,16 @@ def user_recommendations(user_id: int) -> Any:
     exclude_known = _bool_arg("exclude_known", True)
     try:
         auth.may_read(user_id)
-        reader = serving_state().hbase(
-            lambda conn: reader_state(conn, serving_state().config, snap, user_id, _depth(n, offset))
-        )
+        with HBASE_SECONDS.time():
+            reader = serving_state().hbase(
+                lambda conn: reader_state(conn, serving_state().config, snap, user_id, _depth(n, offset))
+            )
     except Exception as e:  # noqa: BLE001 - degrade, do not fail: HBase holds the readers' views and tokens
         # Popular books are public: answering them while no token can be checked reveals nothing.
         if not is_unavailable(e):
             raise
         current_app.logger.warning("HBase unavailable, answering with popular books: %s", e)
+        ANSWERS.labels("degraded").inc()
         ranked = [(b, 0.0) for b in snap.catalog.popular[: _depth(n, offset)]]
         answer = _recommend(snap, "popular", ranked, {}).get_json()
         return jsonify(
@@ -158,6 +161,7 @@ def user_recommendations(user_id: int) -> Any:
     ranked = reader.ranked
     if not exclude_known and reader.vector is not None:
         ranked = snap.model.recommend(reader.vector, _depth(n, offset), exclude=set())
+    ANSWERS.labels(reader.source).inc()
     return _recommend(snap, reader.source, ranked, reader.history)
 
 
@@ -191,8 +195,10 @@ def anonymous_recommendations() -> Any:
     n = json_integer(body.get("n", serving_state().config.serving.default_n))
     if n is None or not 1 <= n <= serving_state().config.serving.max_n:
         raise ApiError(400, f"n must be an integer between 1 and {serving_state().config.serving.max_n}")
-    vector = snap.model.fold_in(history)
+    with FOLD_IN_SECONDS.time():
+        vector = snap.model.fold_in(history)
     ranked = snap.model.recommend(vector, _depth(n, 0), history)
+    ANSWERS.labels("fold-in").inc()
     penalty, per_author = _controls()
     page = rerank(snap, ranked, penalty, per_author)[:n]
     return jsonify({"source": "fold-in", "generation": snap.model.generation, "items": _items(snap, page, history)})
@@ -361,6 +367,12 @@ def revoke_token() -> Any:
         raise ApiError(403, "service keys are revoked with python -m serving_layer keys revoke")
     auth.revoke(auth.bearer_token() or "")
     return "", 204
+
+
+@api.get("/status")
+def system_status() -> Any:
+    """The running system for operators (the web UI's /status shows the same)."""
+    return jsonify(status.report(serving_state()))
 
 
 @api.get("/openapi.json")

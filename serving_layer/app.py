@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
+import uuid
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, has_request_context, jsonify, request
+from flask.logging import default_handler
 from werkzeug.exceptions import HTTPException
 
+from readnext import logs
 from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
 from readnext.views import speed_table
-from serving_layer import limits
+from serving_layer import limits, metrics
 from serving_layer.api import api
 from serving_layer.api import http_error as api_http_error
 from serving_layer.state import ServingState
@@ -30,9 +35,32 @@ def _local_secret(config: Config) -> str:
     return path.read_text().strip()
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class _RequestContext(logging.Filter):
+    """Puts the request id and the served generation on every log record made while a request is handled."""
+
+    def __init__(self, state: ServingState) -> None:
+        super().__init__()
+        self.state = state
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if has_request_context() and "request_id" in g:
+            record.request_id = g.request_id
+        record.generation = self.state.generation
+        return True
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
+    state = ServingState(config)
+    if config.logging.format == "json":  # under gunicorn, one JSON object per line on stderr
+        logs.configure(config)
+        app.logger.removeHandler(default_handler)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_RequestContext(state))
     app.config["MAX_CONTENT_LENGTH"] = config.serving.max_body_bytes
     app.json.sort_keys = False
     app.secret_key = config.serving.secret_key or _local_secret(config)
@@ -42,7 +70,7 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.serving.secure_cookies,
     )
-    app.extensions["readnext"] = ServingState(config)
+    app.extensions["readnext"] = state
     # No routing redirects: a merged `//` or an added slash would be redirected to a URL built from
     # the client's Host header.
     app.url_map.merge_slashes = False
@@ -50,6 +78,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(web)
     limits.install(app, config)
+    metrics.install(app, app.extensions["readnext"])
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -89,8 +118,16 @@ def create_app(config: Config | None = None) -> Flask:
             return error
         return api_http_error(error)
 
+    @app.before_request
+    def request_id() -> None:
+        """The client's X-Request-Id when it is a plain token, else a new one; returned in the response."""
+        sent = request.headers.get("X-Request-Id", "")
+        g.request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex[:16]
+
     @app.after_request
     def security_headers(response: Any) -> Any:
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")

@@ -87,3 +87,5 @@ def install(app: Flask, config: Config) -> None:
     limited("api.search", cfg.search_per_client)
     limited("web.home", cfg.search_per_client, when=has_query)
     limited("api.anonymous_recommendations", cfg.fold_in_per_client)
+    limited("api.system_status", cfg.status_per_client)
+    limited("web.status_page", cfg.status_per_client)

@@ -209,6 +209,20 @@ def openapi_document(config: Config) -> dict[str, Any]:
             source={"enum": ["speed", "batch"]},
         ),
         "Accepted": _object({"event_id": {"type": "string"}, "status": {"const": "accepted"}}),
+        "Status": _object(
+            {
+                "generation": {"type": ["object", "null"], "description": "the served generation, null before one"},
+                "quality": {"type": "array", "items": {"type": "object"}, "description": "the last generations"},
+                "speed_layer": {
+                    "type": ["object", "null"],
+                    "description": "lag, throughput, latency; null without Prometheus",
+                },
+                "health": {
+                    "type": "object",
+                    "additionalProperties": _object({"ok": {"type": "boolean"}, "detail": {}}),
+                },
+            }
+        ),
         "Credentials": {
             "type": "object",
             "properties": {
@@ -341,6 +355,13 @@ def openapi_document(config: Config) -> dict[str, Any]:
                 limited=True,
             ),
             "/tokens": tokens,
+            "/status": _get(
+                "The running system for operators: the served generation, the quality of the last generations, "
+                "the speed layer's lag and throughput, the stores' health (the web UI's /status shows the same).",
+                [],
+                "Status",
+                limited=True,
+            ),
             "/tokens/current": {
                 "delete": {
                     "summary": "Revoke the reader token this request carries (403 for a service key: revoke keys "

@@ -132,6 +132,11 @@ class ServingState:
                     self._reload()
         return self._snapshot
 
+    @property
+    def generation(self) -> str | None:
+        """The generation served now, without checking the pointer (for log lines)."""
+        return self._snapshot.model.generation if self._snapshot else None
+
     def _reload(self) -> None:
         self.holder.refresh()
         model = self.holder.model

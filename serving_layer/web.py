@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnava
 
 from readnext.accounts import AccountError
 from readnext.events import MAX_ID, InvalidEvent, parse_event
-from serving_layer import auth
+from serving_layer import auth, status
 from serving_layer.state import (
     Snapshot,
     book_summary,
@@ -219,6 +219,12 @@ def rate() -> Any:
     else:
         abort(400, "sign in or start as a new reader first")
     return redirect(url_for("web.book", book_id=event.book_id, rated=1))
+
+
+@web.get("/status")
+def status_page() -> str:
+    report = status.report(serving_state())
+    return render_template("status.html", status=report, chart=status.chart(report["quality"]))
 
 
 @web.get("/me")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from readnext import logs
 from readnext.config import Config, load_config
 
 
@@ -24,9 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     produce_p.add_argument("file", nargs="?", type=Path, help="CSV file (default: stdin)")
     produce_p.add_argument("--rate", type=float, help="ratings per second (default: as fast as possible)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
     config = load_config()
+    logs.configure(config)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     if args.command == "produce":
         from speed_layer.produce import produce
 
@@ -49,10 +50,16 @@ def _stream(config: Config, only: str | None) -> int:
     interpreter, one driver). The parent stops with an error if the child dies; a query run with
     --only stops when the process that started it is gone, so no orphan keeps a checkpoint busy.
     """
+    from readnext import metrics
+
+    if only is None:  # before any metric exists: both processes count into this folder
+        metrics.multiprocess_folder(config, "speed")
     from readnext.spark import get_spark
     from speed_layer.stream import run
 
     log = logging.getLogger("speed_layer")
+    if only is None:
+        metrics.serve(config.metrics.speed_port, "speed layer")
 
     def stop_on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

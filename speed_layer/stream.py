@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from kafka.errors import MessageSizeTooLargeError
 
-from readnext import artifacts, master_dataset
+from readnext import artifacts, logs, master_dataset
 from readnext.clients import hbase_connection, kafka_producer
 from readnext.config import Config
 from readnext.events import InvalidEvent, StreamEvent, ensure_topics, parse_event
 from readnext.model import ModelHolder, ServedModel
 from readnext.retry import with_retries
 from readnext.views import GenerationViews, SpeedView
+from speed_layer import metrics
 from speed_layer.view import rebase, update_readers
 
 if TYPE_CHECKING:
@@ -119,15 +120,22 @@ class SpeedUpdates:
                 kept, dropped = rebase(conn, self.config, model, self.config.speed.top_n)
             finally:
                 conn.close()
+            metrics.REBASES.inc()
+            logs.set_context(generation=model.generation)
         log.info("generation %s is current: %d speed rows recomputed, %d absorbed", model.generation, kept, dropped)
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         """foreachBatch of the speed query."""
+        with metrics.BATCH_SECONDS.labels("speed").time():
+            self._apply(frame, batch_id)
+
+    def _apply(self, frame: DataFrame, batch_id: int) -> None:
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "speed")
         rows = _kafka_rows(frame)
         _store_retries(self.config, self.follow_generation, "following the current generation")
         if not rows:
             return
+        metrics.EVENTS_READ.labels("speed").inc(len(rows))
         model = self.holder.model
         if model is None:
             log.warning("no current generation yet: %d events wait for the first batch run", len(rows))
@@ -137,6 +145,12 @@ class SpeedUpdates:
         for event in valid:
             by_user[event.user_id].append(event)
         written = _store_retries(self.config, lambda: self._update(by_user), "writing the speed view")
+        done_s = time.time()
+        appended = {(f"{r.topic}-{r.partition}", int(r.offset)): r.append_ms for r in rows}
+        for event in valid:
+            metrics.LATENCY.observe(max(0.0, done_s - appended[(event.origin, event.offset)] / 1000))
+        metrics.EVENTS_APPLIED.inc(len(valid))
+        metrics.READERS.inc(written)
         log.info("speed batch %d: %d events, %d readers updated", batch_id, len(rows), written)
 
     def _update(self, by_user: dict[int, list[StreamEvent]]) -> int:
@@ -156,10 +170,15 @@ class MasterBatch:
         self.producer = None
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
+        with metrics.BATCH_SECONDS.labels("master").time():
+            self._store(frame, batch_id)
+
+    def _store(self, frame: DataFrame, batch_id: int) -> None:
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "master")
         rows = _kafka_rows(frame)
         if not rows:
             return
+        metrics.EVENTS_READ.labels("master").inc(len(rows))
         _store_retries(self.config, self.holder.refresh, "reading the current generation")
         model = self.holder.model
         books = (
@@ -175,6 +194,8 @@ class MasterBatch:
             invalid += [(by_place[(e.origin, e.offset)], reason) for e, reason in unstorable]
         if invalid:
             _store_retries(self.config, lambda: self._dead_letters(invalid), "writing to the dead-letter topic")
+        metrics.EVENTS_VALID.inc(len(valid) - len(unstorable))
+        metrics.EVENTS_DEAD.inc(len(invalid))
         log.info(
             "master batch %d: %d events, %d stored, %d to the dead-letter topic",
             batch_id,
@@ -273,6 +294,8 @@ class StreamingJob:
     def _watch(self) -> None:
         while not self._stop.wait(self.watch_interval_s):
             try:
+                for query in self.queries:
+                    metrics.record_lag(query.name.removeprefix("readnext-"), query.lastProgress)
                 self.speed_view.follow_generation()
             except Exception:  # noqa: BLE001 - keep watching; the next micro-batch retries and fails loudly
                 log.exception("could not follow the current generation; retrying")

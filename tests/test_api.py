@@ -275,3 +275,30 @@ def test_security_headers_and_openapi(served):
     paths = reply.get_json()["paths"]
     assert "/users/{user_id}/recommendations" in paths and "/ratings" in paths
     assert client.get("/healthz").get_json() == {"status": "alive"}
+
+
+def test_the_status_reports_the_generation_and_each_store_and_survives_stores_away(served):
+    answer = served.client.get("/api/v1/status")
+    assert answer.status_code == 200
+    report = answer.get_json()
+    snap = served.app.extensions["readnext"].snapshot()
+    assert report["generation"]["id"] == snap.model.generation and report["generation"]["age_s"] >= 0
+    assert report["generation"]["counts"]["ratings"] == len({(u, b) for u, b, _ in served.rows})
+    assert [q["generation"] for q in report["quality"]][-1] == snap.model.generation
+    assert all(report["health"][name]["ok"] for name in ("kafka", "hbase", "metastore", "artifacts")), report
+    config = served.config
+    proxy = TcpProxy(config.hbase.port, config.hbase.host)
+    away = dataclasses.replace(
+        config,
+        hbase=dataclasses.replace(config.hbase, port=proxy.port),
+        kafka=dataclasses.replace(config.kafka, bootstrap_servers="127.0.0.1:1"),
+        metrics=dataclasses.replace(config.metrics, prometheus_port=1),
+    )
+    client = create_app(away).test_client()
+    assert client.get("/api/v1/status").get_json()["health"]["hbase"]["ok"]
+    proxy.cut()
+    report = client.get("/api/v1/status").get_json()
+    down = {name for name, check in report["health"].items() if not check["ok"]}
+    assert down == {"hbase", "kafka", "prometheus"} and report["speed_layer"] is None
+    page = client.get("/status")
+    assert page.status_code == 200 and page.get_data(as_text=True).count("DOWN") == 3

@@ -168,3 +168,13 @@ def test_a_reader_signs_up_rates_signs_out_and_in_and_nobody_else_sees_their_dat
     assert chrome.execute_async_script(probe, reader) == [403, 403], (
         "the second reader can neither see nor change the first's"
     )
+
+
+def test_the_status_page_shows_the_generation_its_quality_and_the_stores(served, site, chrome, tmp_path):
+    chrome.get(site + "/status")
+    generation = served.app.extensions["readnext"].snapshot().model.generation
+    assert generation in chrome.find_element(By.ID, "generation").text
+    assert generation in chrome.find_element(By.ID, "quality").text, "the generations' quality table"
+    rows = chrome.find_elements(By.CSS_SELECTOR, "#health tr")
+    assert {r.find_element(By.TAG_NAME, "th").text for r in rows} >= {"kafka", "hbase", "metastore", "artifacts"}
+    assert chrome.save_screenshot(str(tmp_path / "status.png"))
