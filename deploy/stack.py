@@ -1,9 +1,9 @@
 """The local single-node stack: Derby for the Hive metastore, Kafka (KRaft), standalone HBase and its Thrift server,
-and memcached for the serving layer's rate limits.
+memcached for the serving layer's rate limits, and Prometheus scraping every layer.
 
 Each JVM service is started from the jars that `deploy/setup` fetched from Maven Central, and
-memcached from Debian's package (optional: `[stack] memcached`), each with its state, logs and
-pid file under the state folder. `start` waits until each service really
+memcached and Prometheus from Debian's packages (optional: `[stack] memcached`, `prometheus`),
+each with its state, logs and pid file under the state folder. `start` waits until each service really
 answers; `stop` ends exactly the processes whose pid files it wrote.
 """
 
@@ -19,12 +19,17 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+from deploy import prometheus
 from deploy.init import init
+from readnext import artifacts
 from readnext.config import Config, load_config
+from readnext.metrics import query_prometheus
 
 # The flags HBase's own launcher (bin/hbase) adds on JDK 17.
 HBASE_JDK17_FLAGS = [
@@ -87,6 +92,14 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -173,7 +186,7 @@ class Service:
 
 
 class Stack:
-    """The metastore, Kafka, HBase, its Thrift server and memcached, configured from `readnext.config`."""
+    """The metastore, Kafka, HBase, its Thrift server, memcached and Prometheus, configured from `readnext.config`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -282,6 +295,20 @@ class Stack:
                 "memcached: not installed (deploy/setup installs Debian's memcached); each web worker "
                 "counts rate limits on its own"
             )
+        port = config.metrics.prometheus_port
+        if st.prometheus and shutil.which("prometheus"):
+            self.services.append(
+                Service(
+                    name="prometheus",
+                    address=f"127.0.0.1:{port}",
+                    command=prometheus.command(conf / "prometheus", self.state / "prometheus", port),
+                    ready=lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
+                    prepare=lambda: prometheus.write(config, conf / "prometheus"),
+                    state_dir=self.state,
+                )
+            )
+        elif st.prometheus:
+            self.warnings.append("prometheus: not installed (deploy/setup installs Debian's prometheus)")
 
     # --- configuration files -------------------------------------------------------------
 
@@ -471,6 +498,38 @@ class Stack:
             svc.pid_file.unlink(missing_ok=True)
 
 
+LAYERS = {"speed": "speed job", "batch": "batch service", "web": "web server"}
+
+
+def layers_status(config: Config) -> list[str]:
+    """Whether the layers' processes run (deploy/service's pid files), the generation's age, the speed layer's lag."""
+    lines = []
+    for name, what in LAYERS.items():
+        try:
+            pid = int((config.stack.state_dir / "run" / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            pid = None
+        running = pid is not None and _pid_alive(pid)
+        lines.append(f"{what:14s} {'running' if running else 'stopped':8s} pid {pid if running else '-'}")
+    try:
+        store = artifacts.open_store(config)
+        current = artifacts.current_generation(store)
+        if current is None:
+            lines.append("generation     none published yet (python -m batch_layer run)")
+        else:
+            created = artifacts.load_manifest(store, current)["created_at"]
+            age = time.time() - datetime.fromisoformat(created).timestamp()
+            lines.append(f"generation     {current}, {age / 60:.0f} min old")
+    except Exception as e:  # noqa: BLE001 - a status line, not a failure
+        lines.append(f"generation     unknown: {e}")
+    try:
+        lag = query_prometheus(config, "readnext:speed_consumer_lag_records:max")
+        lines.append(f"speed lag      {'no data yet' if lag is None else f'{lag:.0f} ratings behind Kafka'}")
+    except OSError:
+        lines.append("speed lag      unknown: Prometheus does not answer")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
@@ -486,8 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             down = 0
             for name, pid, address in stack.status():
-                print(f"{name:9s} {'up' if pid else 'down':5s} {address:28s} pid {pid or '-'}")
+                print(f"{name:10s} {'up' if pid else 'down':5s} {address:28s} pid {pid or '-'}")
                 down += pid is None
+            for line in layers_status(stack.config):
+                print(line)
             return 1 if down else 0
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
