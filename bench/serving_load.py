@@ -10,6 +10,9 @@ stack: run `make demo` or `python -m batch_layer run` first), then, from this pr
   as a trusted back end with a service key of scope readers:read (made for the run, revoked after);
 - anonymous: POST /api/v1/recommendations with 5-20 ratings of random books (exact fold-in).
 
+With `--generator wrk` the known readers' load comes from Debian's wrk and bench/wrk/known.lua
+instead (one thread of C, so the load generator does not take the server's cores).
+
 Rate limits are off for the run (READNEXT_LIMITS_ENABLED=false): the load comes from one address.
 What a token check adds to a request, one HBase get of the token's row, is timed on its own
 (`token_check`). Every non-200 answer or failed request counts as an error. Results:
@@ -24,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -101,6 +105,37 @@ def _load(
     }
 
 
+def _wrk(port: int, users: np.ndarray, concurrency: int, seconds: float, key: str) -> dict:
+    """Known readers' requests from Debian's wrk (bench/wrk/known.lua): one thread of C, not the server's cores."""
+    readers = Path(tempfile.mkstemp(prefix="readnext-readers-")[1])
+    readers.write_text("\n".join(str(int(u)) for u in users) + "\n")
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{seconds:.0f}s",
+        "-s",
+        str(ROOT / "bench" / "wrk" / "known.lua"),
+        f"http://127.0.0.1:{port}",
+    ]
+    env = {**os.environ, "READERS_FILE": str(readers), "TOKEN": key}
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
+    readers.unlink()
+    found = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
+    return {
+        "scenario": "known",
+        "generator": "wrk",
+        "concurrency": concurrency,
+        "seconds": round(found["seconds"], 1),
+        "requests": found["requests"],
+        "errors": found["non2xx"] + found["errors"],
+        "requests_per_s": round(found["requests"] / found["seconds"], 1),
+        "p50_ms": round(found["p50_ms"], 2),
+        "p99_ms": round(found["p99_ms"], 2),
+        "max_ms": round(found["max_ms"], 2),
+    }
+
+
 def _token_checks(config, key: str, count: int = 2000) -> dict:
     """The latency of `Tokens.lookup`, the one HBase get a token check adds to a request."""
     conn = hbase_connection(config)
@@ -127,6 +162,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread when > 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8], help="open connections")
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument(
+        "--generator",
+        choices=("python", "wrk"),
+        default="python",
+        help="load from this process's threads (known and anonymous readers) or from wrk (known readers)",
+    )
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving-load.json")
     args = parser.parse_args()
@@ -154,10 +195,13 @@ def main() -> int:
         f"127.0.0.1:{args.port}",
         "--keep-alive",
         "30",
+        "-c",
+        str(ROOT / "deploy" / "gunicorn.conf.py"),
         "serving_layer.app:create_app()",
     ]
     log = (ROOT / ".state" / "logs" / "bench-serving.log").open("w")
-    env = {**os.environ, "READNEXT_LIMITS_ENABLED": "false"}
+    metrics = Path(tempfile.mkdtemp(prefix="readnext-bench-metrics-"))  # as deploy/service web runs it
+    env = {**os.environ, "READNEXT_LIMITS_ENABLED": "false", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(120):
@@ -172,6 +216,13 @@ def main() -> int:
         results = [_token_checks(config, key)]
         print(json.dumps(results[0]), flush=True)
         for concurrency in args.concurrency:
+            if args.generator == "wrk":
+                _wrk(args.port, users, concurrency, 3, key)  # warm-up
+                row = _wrk(args.port, users, concurrency, args.seconds, key)
+                row.update(workers=args.workers, threads=args.threads)
+                print(json.dumps(row), flush=True)
+                results.append(row)
+                continue
             for kind in ("known", "anonymous"):
                 _load(args.port, kind, users, books, concurrency, 3, key)  # warm-up: caches, connections, pools
                 row = _load(args.port, kind, users, books, concurrency, args.seconds, key)
