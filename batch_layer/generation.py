@@ -66,6 +66,7 @@ class Run:
     frames: dict[str, DataFrame] = field(default_factory=dict)
     book_rows: list[BookRow] = field(default_factory=list)
     training_s: float = 0.0
+    rejected: int = 0
 
 
 def load(run: Run) -> None:
@@ -84,6 +85,7 @@ def load(run: Run) -> None:
     if not run.summary.ratings:
         raise ValueError("the master dataset holds no ratings: run 'python -m batch_layer ingest' first")
     run.stream_offsets = master_dataset.stream_offsets(run.spark)
+    run.rejected = master_dataset.rejected_ratings(run.spark)
 
 
 def hold_out(run: Run) -> None:
@@ -168,7 +170,12 @@ def publish(run: Run) -> None:
         "created_at": run.created_at.isoformat(),
         "data_cutoff": summary.cutoff.replace(tzinfo=timezone.utc).isoformat() if summary.cutoff else None,
         "stream_offsets": run.stream_offsets,
-        "counts": {"ratings": summary.ratings, "users": summary.users, "books": summary.books},
+        "counts": {
+            "ratings": summary.ratings,
+            "users": summary.users,
+            "books": summary.books,
+            "rejected": run.rejected,
+        },
         "model": dataclasses.asdict(run.config.model),
         "batch": dataclasses.asdict(run.config.batch),
         "metrics": run.metrics,

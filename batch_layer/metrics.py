@@ -19,7 +19,12 @@ LAST_SUCCESS = Gauge(
     "readnext_batch_last_success_timestamp_seconds", "When the current generation was made (Unix time)"
 )
 STAGE_SECONDS = Gauge("readnext_batch_stage_duration_seconds", "How long each stage took in the last run", ["stage"])
-ROWS = Gauge("readnext_batch_rows", "What the current generation learnt from: ratings, readers, books", ["kind"])
+ROWS = Gauge(
+    "readnext_batch_rows",
+    "What the current generation learnt from (ratings, users, books) and the imported rating rows refused so far "
+    "(rejected)",
+    ["kind"],
+)
 EVALUATION = Gauge(
     "readnext_batch_evaluation",
     "The current generation's held-out evaluation, by model (als, popularity) and metric (ndcg@10, ...)",

@@ -136,6 +136,11 @@ def latest_ratings(spark: SparkSession) -> DataFrame:
     )
 
 
+def rejected_ratings(spark: SparkSession) -> int:
+    """Imported rating rows refused so far (kept in `rejects` with their reason)."""
+    return spark.table("rejects").where("dataset = 'ratings'").count()
+
+
 def stream_offsets(spark: SparkSession) -> dict[str, int]:
     """The last Kafka offset stored per partition ("<topic>-<partition>"): how far a generation reaches."""
     from pyspark.sql import functions as F

@@ -37,8 +37,10 @@ def small_config(config, tmp_path, unique_name):
 
 @pytest.fixture
 def master(spark, hive_db, tmp_path):
+    """The ratings imported (and one row the import refuses: a rating of 9)."""
     rows = taste_ratings(seed=11)
-    ingest(spark, DataFiles(ratings=write_ratings(tmp_path / "r.csv", rows), books=write_books(tmp_path / "b.csv")))
+    ratings = write_ratings(tmp_path / "r.csv", [*rows, (1, 1, 9)])
+    ingest(spark, DataFiles(ratings=ratings, books=write_books(tmp_path / "b.csv")))
     return rows
 
 
@@ -53,7 +55,8 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         metrics = manifest["metrics"]
         assert metrics["als"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
         assert manifest["blas"].startswith("dev.ludovic.netlib.blas."), "the manifest says which BLAS trained it"
-        assert manifest["counts"] == {"ratings": len(master), "users": 240, "books": 150}
+        assert manifest["counts"] == {"ratings": len(master), "users": 240, "books": 150, "rejected": 1}
+        assert 0 < manifest["training_s"] < 600
         assert manifest["data_cutoff"] is not None
 
         for table in HIVE_VIEWS:
