@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from readnext.config import PROJECT_ROOT
 
 GENRES = 5
 
@@ -64,3 +68,20 @@ def write_books(path: Path, books: int = 150) -> Path:
                 ]
             )
     return path
+
+
+def batch_on_small_data(folder: Path, env: dict[str, str], command: str, seed: int, users: int) -> None:
+    """Write a small goodbooks-shaped folder (60 books) and run `python -m batch_layer COMMAND --data` on it."""
+    data = folder / "data"
+    data.mkdir()
+    write_ratings(data / "ratings.csv", taste_ratings(seed=seed, users=users, books=60, per_user=12))
+    write_books(data / "books.csv", books=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "batch_layer", command, "--data", str(data)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -25,7 +25,7 @@ from readnext.clients import hbase_connection
 from readnext.config import PROJECT_ROOT, load_config, sandbox_env
 from readnext.events import RatingProducer
 from serving_layer.app import create_app
-from tests.data import taste_ratings, write_books, write_ratings
+from tests.data import batch_on_small_data
 from tests.waiting import wait_for
 
 DOCUMENTED = re.compile(r"^\| `(readnext_[a-z0-9_]+)` \|", re.MULTILINE)
@@ -80,19 +80,7 @@ def test_prometheus_scrapes_every_layer_and_every_documented_metric_and_rule(sta
     )
     config = load_config(env=env)
     config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, enabled=False))
-    data = tmp_path / "data"
-    data.mkdir()
-    write_ratings(data / "ratings.csv", taste_ratings(seed=5, users=60, books=60, per_user=12))
-    write_books(data / "books.csv", books=60)
-    ingest = subprocess.run(
-        [sys.executable, "-m", "batch_layer", "ingest", "--data", str(data)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    batch_on_small_data(tmp_path, env, "ingest", seed=5, users=60)
     init(config)
     prometheus.write(config, tmp_path / "prometheus")
     command = prometheus.command(tmp_path / "prometheus", tmp_path / "tsdb", ports["prometheus"])

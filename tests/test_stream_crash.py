@@ -20,7 +20,7 @@ from readnext.events import RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
 from tests.conftest import drop_sandbox
-from tests.data import taste_ratings, write_books, write_ratings
+from tests.data import batch_on_small_data
 from tests.waiting import committed_events, wait_for
 
 READ_MASTER = """
@@ -63,19 +63,7 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
         }
     )
     config = load_config(env=env)
-    data = tmp_path / "data"
-    data.mkdir()
-    write_ratings(data / "ratings.csv", taste_ratings(seed=8, users=50, books=60, per_user=12))
-    write_books(data / "books.csv", books=60)
-    batch = subprocess.run(
-        [sys.executable, "-m", "batch_layer", "run", "--data", str(data)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert batch.returncode == 0, batch.stderr[-3000:]
+    batch_on_small_data(tmp_path, env, "run", seed=8, users=50)
     log = (tmp_path / "stream.log").open("ab")
     rng = np.random.default_rng(2)
     sent = [(int(rng.integers(1, 60)), int(rng.integers(1, 61)), int(rng.integers(1, 6))) for _ in range(240)]
