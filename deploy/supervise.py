@@ -11,6 +11,7 @@ A clean exit (code 0) ends supervision: the process finished on purpose.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from readnext import logs
 from readnext.config import load_config
+
+log = logging.getLogger("deploy.supervise")
 
 
 def _now() -> str:
@@ -42,7 +46,7 @@ class Supervisor:
         tmp.replace(self.status_file)
 
     def _say(self, message: str) -> None:
-        print(f"{_now()} supervisor {self.name}: {message}", flush=True)
+        log.info("supervisor %s: %s", self.name, message)
 
     def stop(self, signum: int, frame: object) -> None:
         self.stopping.set()
@@ -108,7 +112,9 @@ def main(argv: list[str]) -> int:
         )
         return 2
     name, command = argv[0], argv[2:]
-    status_file = load_config().stack.state_dir / "run" / f"{name}.status"
+    config = load_config()
+    logs.configure(config)  # its lines share the log file, and the format, of the process it runs
+    status_file = config.stack.state_dir / "run" / f"{name}.status"
     status_file.parent.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(name, command, status_file)
     signal.signal(signal.SIGTERM, supervisor.stop)
