@@ -79,6 +79,18 @@ LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+def kafka_cluster_id() -> str:
+    """A random cluster id in Kafka's base64 form of a UUID.
+
+    Like Kafka's own ``Uuid.randomUuid`` it never starts with "-": the storage tool would read
+    such an id as an option and refuse to format (one fresh stack in 64 failed that way).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class StackError(RuntimeError):
     """A service failed to start or stop; the message names the log file to read."""
 
@@ -357,8 +369,8 @@ class Stack:
             self._format_kafka(path)
 
     def _format_kafka(self, props: Path) -> None:
-        """Format KRaft storage once, with a fresh cluster id (Kafka's own base64 form of a UUID)."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        """Format KRaft storage once, with a fresh cluster id."""
+        cluster_id = kafka_cluster_id()
         log = self.state / "logs" / "kafka-format.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import uuid
 from pathlib import Path
 
 import pytest
 
-from deploy.stack import _host_port, _pid_alive, _port_open
+from deploy.stack import Stack, _host_port, _pid_alive, _port_open
 from tests.conftest import run_stack_cli
 
 
@@ -61,3 +64,17 @@ def test_start_twice_status_stop_and_restart(stack, config):
     restarted = run_stack_cli("start")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     assert all(pid is not None for _, pid, _ in stack.status())
+
+
+def test_kafka_storage_formats_even_when_the_first_cluster_id_drawn_starts_with_a_dash(config, tmp_path, monkeypatch):
+    dashed = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # base64 "-A…": the storage tool reads an option
+    plain = uuid.UUID(bytes=bytes([0x10]) + bytes(15))
+    drawn = iter([dashed, plain])
+    monkeypatch.setattr("deploy.stack.uuid.uuid4", lambda: next(drawn))
+    isolated = dataclasses.replace(config, stack=dataclasses.replace(config.stack, state_dir=tmp_path))
+
+    Stack(isolated)._prepare_kafka()
+
+    meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+    cluster_id = next(line.split("=", 1)[1] for line in meta.splitlines() if line.startswith("cluster.id="))
+    assert cluster_id == base64.urlsafe_b64encode(plain.bytes).decode().rstrip("=")
