@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from readnext import artifacts
+
 RUNS = Counter("readnext_batch_runs_total", "Batch runs started by the service, by outcome", ["outcome"])
 RUNS.labels("success")  # series from the start: a rate over them is 0, not missing
 RUNS.labels("failure")
@@ -34,9 +36,7 @@ EVALUATION = Gauge(
 
 def record_generation(manifest: dict[str, Any]) -> None:
     """The current generation's time, size and evaluation, from its manifest."""
-    from datetime import datetime
-
-    LAST_SUCCESS.set(datetime.fromisoformat(manifest["created_at"]).timestamp())
+    LAST_SUCCESS.set(artifacts.created_s(manifest))
     for kind, count in manifest.get("counts", {}).items():
         ROWS.labels(kind).set(count)
     for model, values in manifest.get("metrics", {}).items():

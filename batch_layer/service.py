@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from batch_layer import metrics
@@ -89,7 +88,7 @@ class BatchService:
         batch = self.config.batch
         if new >= batch.min_new_ratings:
             return f"{new} new streamed ratings (at least {batch.min_new_ratings})"
-        age = (datetime.now(timezone.utc) - datetime.fromisoformat(manifest["created_at"])).total_seconds()
+        age = artifacts.age_s(manifest)
         if new and age >= batch.interval_s:
             return f"{new} new streamed ratings and generation {current} is {age:.0f} s old"
         return None

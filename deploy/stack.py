@@ -22,7 +22,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from deploy import prometheus
@@ -529,8 +528,7 @@ def layers_status(config: Config) -> list[str]:
         if current is None:
             lines.append("generation     none published yet (python -m batch_layer run)")
         else:
-            created = artifacts.load_manifest(store, current)["created_at"]
-            age = time.time() - datetime.fromisoformat(created).timestamp()
+            age = artifacts.age_s(artifacts.load_manifest(store, current))
             lines.append(f"generation     {current}, {age / 60:.0f} min old")
     except Exception as e:  # noqa: BLE001 - a status line, not a failure
         lines.append(f"generation     unknown: {e}")

@@ -40,6 +40,11 @@ MAX_PASSWORD = 256
 _NEXT_READER = b"next-reader"
 
 
+def normal_name(username: str) -> str:
+    """A username as it is stored and compared: without surrounding spaces, in lower case."""
+    return username.strip().lower()
+
+
 class AccountError(ValueError):
     """A sign-up or key request that cannot be granted; the message says why."""
 
@@ -99,7 +104,7 @@ class Accounts:
 
     def sign_up(self, username: str, password: str) -> int:
         """A new reader id for a free username; AccountError when the name or the password will not do."""
-        username = username.strip().lower()
+        username = normal_name(username)
         if not USERNAME.fullmatch(username):
             raise AccountError("a username is 3 to 32 lower-case letters, digits, '.', '_' or '-'")
         if not self.config.min_password_length <= len(password) <= MAX_PASSWORD:
@@ -120,7 +125,7 @@ class Accounts:
 
     def check(self, username: str, password: str) -> int | None:
         """The reader id when the password is the account's, else None (in about the same time either way)."""
-        row = self.conn.table(self.name).row(f"name:{username.strip().lower()}".encode())
+        row = self.conn.table(self.name).row(f"name:{normal_name(username)}".encode())
         stored = row.get(b"a:password")
         if stored is None or len(password) > MAX_PASSWORD:
             check_password_hash(_decoy(self.config.password_method), password[:MAX_PASSWORD])

@@ -14,6 +14,8 @@ import io
 import json
 import os
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -165,6 +167,16 @@ def load_manifest(store: ArtifactStore, generation: str) -> dict[str, Any]:
     if data is None:
         raise FileNotFoundError(f"generation {generation} lacks manifest.json in the artifact store")
     return json.loads(data)
+
+
+def created_s(manifest: dict[str, Any]) -> float:
+    """When the manifest's generation was made, as Unix time."""
+    return datetime.fromisoformat(manifest["created_at"]).timestamp()
+
+
+def age_s(manifest: dict[str, Any]) -> float:
+    """How long ago the manifest's generation was made, in seconds."""
+    return time.time() - created_s(manifest)
 
 
 def list_generations(store: ArtifactStore) -> list[str]:

@@ -78,7 +78,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(web)
     limits.install(app, config)
-    metrics.install(app, app.extensions["readnext"])
+    metrics.install(app, state)
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -15,6 +15,7 @@ from flask import Flask, request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from readnext.accounts import normal_name
 from readnext.config import Config
 from serving_layer import auth
 
@@ -29,7 +30,7 @@ def _username() -> str:
     if named is None:
         body = request.get_json(silent=True)
         named = body.get("username") if isinstance(body, dict) else None
-    return f"account:{str(named or '').strip().lower()[:64]}"
+    return f"account:{normal_name(str(named or ''))[:64]}"
 
 
 def _session_reader() -> str:

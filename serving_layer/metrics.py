@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from readnext import artifacts
 from serving_layer.state import ServingState
 
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -61,12 +61,8 @@ class _Scrape:
         info = GaugeMetricFamily("readnext_serving_generation_info", "The served generation", labels=["generation"])
         info.add_metric([snap.model.generation], 1)
         yield info
-        created = snap.model.manifest.get("created_at")
-        if created:
-            age = time.time() - datetime.fromisoformat(created).timestamp()
-            yield GaugeMetricFamily(
-                "readnext_serving_generation_age_seconds", "Age of the served generation", value=age
-            )
+        age = artifacts.age_s(snap.model.manifest)
+        yield GaugeMetricFamily("readnext_serving_generation_age_seconds", "Age of the served generation", value=age)
 
 
 def install(app: Flask, state: ServingState) -> None:

@@ -10,9 +10,7 @@ timeout and reports its own failure: the page shows what is down instead of fail
 from __future__ import annotations
 
 import socket
-import time
 import urllib.parse
-from datetime import datetime
 from typing import Any
 
 from readnext import artifacts
@@ -65,11 +63,10 @@ def _generation(state: ServingState) -> dict[str, Any] | None:
     if snap is None:
         return None
     manifest = snap.model.manifest
-    created = manifest.get("created_at")
     return {
         "id": snap.model.generation,
-        "created_at": created,
-        "age_s": round(time.time() - datetime.fromisoformat(created).timestamp()) if created else None,
+        "created_at": manifest["created_at"],
+        "age_s": round(artifacts.age_s(manifest)),
         "data_cutoff": manifest.get("data_cutoff"),
         "counts": manifest.get("counts", {}),
         "blas": manifest.get("blas"),

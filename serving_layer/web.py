@@ -28,7 +28,7 @@ from flask import (
 )
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
-from readnext.accounts import AccountError
+from readnext.accounts import AccountError, normal_name
 from readnext.events import MAX_ID, InvalidEvent, parse_event
 from serving_layer import auth, status
 from serving_layer.state import (
@@ -60,7 +60,7 @@ def check_csrf() -> None:
 @web.before_app_request
 def check_session() -> None:
     """The signed-in reader (g.reader) only while the session's token is valid: sign-out revoked it."""
-    g.reader = None
+    g.reader = g.writer = None
     token = session.get("token")
     if request.blueprint != "web" or not token:
         return
@@ -73,7 +73,7 @@ def check_session() -> None:
     if found is None or found.reader_id != session.get("reader"):
         session.clear()
     else:
-        g.reader = found.reader_id
+        g.reader, g.writer = found.reader_id, found.writer
 
 
 @web.app_context_processor
@@ -152,7 +152,7 @@ def signin() -> Any:
     signed_in = auth.sign_in(request.form.get("username", ""), request.form.get("password", ""))
     if signed_in is None:
         return render_template("signin.html", error="Wrong username or password."), 401
-    return _signed_in(*signed_in, request.form["username"].strip().lower())
+    return _signed_in(*signed_in, normal_name(request.form["username"]))
 
 
 @web.get("/signup")
@@ -167,7 +167,7 @@ def signup() -> Any:
         reader, token = auth.sign_up(username, request.form.get("password", ""))
     except AccountError as e:
         return render_template("signup.html", error=str(e), username=username), 400
-    return _signed_in(reader, token, username.strip().lower())
+    return _signed_in(reader, token, normal_name(username))
 
 
 @web.post("/anonymous")
@@ -206,7 +206,7 @@ def rate() -> Any:
         abort(400, f"cannot take that rating: {e}")
     if g.reader:
         try:
-            serving_state().producer().send(event.user_id, event.book_id, event.rating, writer=f"reader:{g.reader}")
+            serving_state().producer().send(event.user_id, event.book_id, event.rating, writer=g.writer)
         except Exception:  # noqa: BLE001 - any Kafka failure: tell the reader, lose nothing silently
             abort(503, "ratings cannot be taken right now; please try again in a moment")
     elif "anon" in session:

@@ -41,13 +41,12 @@ for _query in ("speed", "master"):  # a series from the start, not from the firs
     BATCH_SECONDS.labels(_query)
 
 
-def _offsets(value: Any) -> dict[str, dict[str, int]] | None:
-    """A Kafka source's offsets ({topic: {partition: offset}}), whether given as JSON text or parsed."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
+def _offsets(text: str | None) -> dict[str, dict[str, int]] | None:
+    """A Kafka source's offsets as its progress reports them: JSON text {topic: {partition: offset}}."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
     return value if isinstance(value, dict) else None
 
 
