@@ -24,7 +24,7 @@ import numpy as np
 
 from batch_layer.train import Factors
 from readnext.config import EvaluationConfig, ModelConfig
-from readnext.foldin import FoldInParams, fold_in, gramian, recommend, top_n
+from readnext.foldin import FoldInParams, fold_in, gramian, recommend, strongest, top_n
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -133,7 +133,7 @@ def evaluate_held_out(
 
 
 def fold_in_held_out(held: HeldOut, books: Factors, model: ModelConfig, n: int) -> list[tuple]:
-    """Rows of the user_recommendations view for the held-out readers: whole history folded in, top `n`."""
+    """Rows of the user_recommendations view for the held-out readers: whole history folded in, top `n` with reasons."""
     params = FoldInParams.from_config(model)
     vectors = np.asarray(books.vectors, dtype=np.float64)
     yty = gramian(vectors) if params.implicit else None
@@ -146,5 +146,8 @@ def fold_in_held_out(held: HeldOut, books: Factors, model: ModelConfig, n: int) 
         x = fold_in(vectors, rows, stars[keep], params, yty)
         idx, scores = recommend(x, vectors, n, rows)
         recs = [(int(books.ids[i]), float(s)) for i, s in zip(idx, scores, strict=True)]
-        out.append((int(user), x.astype(np.float32).tolist(), ids.tolist(), stars.astype(int).tolist(), recs))
+        rated = ids[keep]
+        why = strongest(vectors, rows, stars[keep], params, idx, yty)
+        reasons = [int(rated[j]) if j >= 0 else -1 for j in why.tolist()]
+        out.append((int(user), x.astype(np.float32).tolist(), ids.tolist(), stars.astype(int).tolist(), recs, reasons))
     return out

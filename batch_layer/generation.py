@@ -30,6 +30,7 @@ from batch_layer.train import Factors, collect_factors, fit_als
 from readnext import artifacts, logs, master_dataset
 from readnext.clients import hbase_pool
 from readnext.config import Config
+from readnext.foldin import FoldInParams
 from readnext.hive import ensure_tables
 from readnext.spark import blas_name
 from readnext.views import BookRow, GenerationRecords, GenerationViews, drop_hive_views, write_hive_views
@@ -117,7 +118,8 @@ def evaluate(run: Run) -> None:
 def compute_views(run: Run) -> None:
     spark, books, batch_cfg = run.spark, run.books, run.config.batch
     with stage("compute views") as done:
-        recs = views.user_recommendations(spark, run.model.userFactors, run.ratings, books, batch_cfg.top_n)
+        params = FoldInParams.from_config(run.config.model)
+        recs = views.user_recommendations(spark, run.model.userFactors, run.ratings, books, params, batch_cfg.top_n)
         if run.held.readers:
             folded = fold_in_held_out(run.held, books, run.config.model, batch_cfg.top_n)
             recs = recs.unionByName(spark.createDataFrame(folded, views.USER_VIEW))

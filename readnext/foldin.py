@@ -116,6 +116,27 @@ def explain(
     return parts if np.ndim(target) else parts[0]
 
 
+def strongest(
+    item_factors: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    params: FoldInParams,
+    targets: np.ndarray,
+    yty: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per target row, the position in `items` of the rated item that adds most to its score; -1 where none adds.
+
+    The reason a list gives ("because you rated X"), computed once where the list is made (the
+    batch and speed views store it) rather than on every request.
+    """
+    targets = np.asarray(targets, dtype=np.int64)
+    if not len(items) or not len(targets):
+        return np.full(len(targets), -1, dtype=np.int64)
+    parts = explain(item_factors, items, ratings, params, targets, yty)
+    best = parts.argmax(axis=1)
+    return np.where(parts[np.arange(len(best)), best] > 0, best, -1)
+
+
 def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Solve the (symmetric positive definite) normal equations, by least squares if singular.
 

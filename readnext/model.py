@@ -15,11 +15,14 @@ import numpy as np
 
 from readnext import artifacts
 from readnext.config import ModelConfig
-from readnext.foldin import FoldInParams, fold_in, gramian, recommend
+from readnext.foldin import FoldInParams, fold_in, gramian, recommend, strongest
 
 
 @dataclass(frozen=True)
 class ServedModel:
+    """One generation's book factors, held in float64: the fold-in and scoring math is float64, and
+    converting 10,000 × 128 float32 factors on every request cost more than the product itself."""
+
     generation: str
     book_ids: np.ndarray
     factors: np.ndarray
@@ -34,7 +37,7 @@ class ServedModel:
         return cls(
             generation=generation,
             book_ids=np.asarray(book_ids, dtype=np.int64),
-            factors=np.asarray(factors, dtype=np.float32),
+            factors=np.asarray(factors, dtype=np.float64),
             params=params,
             manifest=manifest,
             row_of={int(b): k for k, b in enumerate(book_ids)},
@@ -56,6 +59,16 @@ class ServedModel:
     def estimates(self, vector: np.ndarray, book_ids: list[int]) -> list[float | None]:
         """The model's predicted preference of the reader `vector` for each book (None: a book it lacks)."""
         return [float(self.factors[self.row_of[b]] @ vector) if b in self.row_of else None for b in book_ids]
+
+    def reasons(self, ratings: Mapping[int, float], book_ids: list[int]) -> list[int]:
+        """Per book, the rated book that adds most to its score (-1: none does, or the model lacks it)."""
+        known = [b for b in ratings if b in self.row_of]
+        rows = np.array([self.row_of[b] for b in known], dtype=np.int64)
+        targets = np.array([self.row_of.get(b, -1) for b in book_ids], dtype=np.int64)
+        best = strongest(
+            self.factors, rows, np.array([ratings[b] for b in known]), self.params, np.maximum(targets, 0), self.yty
+        )
+        return [known[j] if j >= 0 and t >= 0 else -1 for j, t in zip(best.tolist(), targets.tolist(), strict=True)]
 
     def recommend(self, vector: np.ndarray, n: int, exclude: Mapping[int, Any] | set[int]) -> list[tuple[int, float]]:
         """Top-N (book id, score), best first, no book of `exclude`."""

@@ -4,14 +4,14 @@ Tables (names carry the configured prefix, shown here as `readnext`):
 
 - `readnext_<generation>_users`, row key = user id (decimal), a `BatchRow`: `f:v` reader
   factors; `h:books`, `h:ratings` the ratings the generation learnt from; `r:books`, `r:scores`
-  top-N, best first.
+  top-N, best first; `r:reasons` per top-N book the rated book that adds most to it (-1: none).
 - `readnext_<generation>_books`, row key = book id, a `BookRow`: `m:*` metadata (title, authors,
   year, average_rating, image_url, small_image_url); `p:count`, `p:mean`, `p:bayes` popularity;
   `f:v` book factors; `s:books`, `s:scores` similar books, best first.
 - `readnext_speed`, row key = user id, a `SpeedRow` (written by the speed layer): `v:events`
   JSON [[origin, offset, book, rating, ts_ms], ...], the reader's stream events after the
   generation's offsets; `v:generation` the generation it was computed against; `v:vector`;
-  `v:books`, `v:scores` top-N; `v:last_ts` newest event; `v:updated_ms` when it was written.
+  `v:books`, `v:scores` top-N; `v:reasons` as `r:reasons`; `v:last_ts` newest event; `v:updated_ms` when it was written.
 - `readnext_generations`, row key = generation id: `g:created_at`, `g:data_cutoff`,
   `g:stream_offsets`, `g:metrics`, `g:params` (JSON), a record of every published generation.
   Which generation is served is not here: the artifact store's CURRENT is the one pointer
@@ -92,15 +92,21 @@ def ranked(books: np.ndarray, scores: np.ndarray) -> list[tuple[int, float]]:
     return list(zip(books.tolist(), scores.tolist(), strict=True))
 
 
+def stored_reasons(books: np.ndarray, reasons: np.ndarray) -> dict[int, int]:
+    """{top-N book: its reason} of a stored row; empty for a row written before reasons were stored."""
+    return dict(zip(books.tolist(), reasons.tolist(), strict=True)) if len(reasons) == len(books) else {}
+
+
 @dataclass(frozen=True)
 class BatchRow:
-    """A reader in a generation: factors, the ratings it learnt from, and the top-N."""
+    """A reader in a generation: factors, the ratings it learnt from, and the top-N with reasons."""
 
     features: np.ndarray
     history_books: np.ndarray
     history_ratings: np.ndarray
     books: np.ndarray
     scores: np.ndarray
+    reasons: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     HISTORY = (b"h:books", b"h:ratings")
 
@@ -111,6 +117,7 @@ class BatchRow:
             b"h:ratings": np.asarray(self.history_ratings, dtype=np.int8).tobytes(),
             b"r:books": _ids(self.books),
             b"r:scores": _floats(self.scores),
+            b"r:reasons": _ids(self.reasons),
         }
 
     @classmethod
@@ -122,10 +129,14 @@ class BatchRow:
             np.frombuffer(row.get(b"h:ratings") or b"", dtype=np.int8).astype(np.float64),
             _unpack_ids(row.get(b"r:books")),
             _unpack_floats(row.get(b"r:scores")),
+            _unpack_ids(row.get(b"r:reasons")),
         )
 
     def history(self) -> dict[int, float]:
         return dict(zip(self.history_books.tolist(), self.history_ratings.tolist(), strict=True))
+
+    def reason_of(self) -> dict[int, int]:
+        return stored_reasons(self.books, self.reasons)
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,7 @@ class BookRow:
 
 @dataclass(frozen=True)
 class SpeedRow:
-    """A reader's stream events the generation lacks, folded in: vector and top-N."""
+    """A reader's stream events the generation lacks, folded in: vector and top-N with reasons."""
 
     events: list[list[Any]]
     generation: str = ""
@@ -196,6 +207,7 @@ class SpeedRow:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     last_ts: int = 0
     updated_ms: int = 0
+    reasons: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     EVENTS = (b"v:events",)
     FRESHNESS = (b"v:events", b"v:updated_ms")
@@ -207,6 +219,7 @@ class SpeedRow:
             b"v:vector": _floats(self.vector),
             b"v:books": _ids(self.books),
             b"v:scores": _floats(self.scores),
+            b"v:reasons": _ids(self.reasons),
             b"v:last_ts": str(self.last_ts).encode(),
             b"v:updated_ms": str(self.updated_ms).encode(),
         }
@@ -222,7 +235,11 @@ class SpeedRow:
             _unpack_floats(row.get(b"v:scores")),
             int(row.get(b"v:last_ts", b"0")),
             int(row.get(b"v:updated_ms", b"0")),
+            _unpack_ids(row.get(b"v:reasons")),
         )
+
+    def reason_of(self) -> dict[int, int]:
+        return stored_reasons(self.books, self.reasons)
 
 
 def generations_table(config: Config) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -109,8 +109,10 @@ def _controls() -> tuple[float, int]:
     )
 
 
-def _items(snap: Snapshot, ranked: list[tuple[int, float]], history: dict[int, float]) -> list[dict[str, Any]]:
-    why = reasons(snap, history, [b for b, _ in ranked]) if history else {}
+def _items(
+    snap: Snapshot, ranked: list[tuple[int, float]], history: dict[int, float], stored: Mapping[int, int]
+) -> list[dict[str, Any]]:
+    why = reasons(snap, history, [b for b, _ in ranked], stored) if history else {}
     out = []
     for book_id, score in ranked:
         item = snap.catalog.summary(book_id)
@@ -120,13 +122,21 @@ def _items(snap: Snapshot, ranked: list[tuple[int, float]], history: dict[int, f
     return out
 
 
-def _recommend(snap: Snapshot, source: str, ranked: list[tuple[int, float]], history: dict[int, float]) -> Any:
+def _recommend(
+    snap: Snapshot,
+    source: str,
+    ranked: list[tuple[int, float]],
+    history: dict[int, float],
+    stored: Mapping[int, int],
+) -> Any:
     n, offset = _page()
     penalty, per_author = _controls()
     if source == "popular":  # already ordered by popularity: a penalty would turn it upside down
         penalty = 0.0
     page = rerank(snap, ranked, penalty, per_author)[offset : offset + n]
-    return jsonify({"source": source, "generation": snap.model.generation, "items": _items(snap, page, history)})
+    return jsonify(
+        {"source": source, "generation": snap.model.generation, "items": _items(snap, page, history, stored)}
+    )
 
 
 def _depth(n: int, offset: int) -> int:
@@ -154,7 +164,7 @@ def user_recommendations(user_id: int) -> Any:
         current_app.logger.warning("HBase unavailable, answering with popular books: %s", e)
         ANSWERS.labels("degraded").inc()
         ranked = [(b, 0.0) for b in snap.catalog.popular[: _depth(n, offset)]]
-        answer = _recommend(snap, "popular", ranked, {}).get_json()
+        answer = _recommend(snap, "popular", ranked, {}, {}).get_json()
         return jsonify(
             {**answer, "notice": "personal recommendations are unavailable right now; showing popular books"}
         )
@@ -162,7 +172,7 @@ def user_recommendations(user_id: int) -> Any:
     if not exclude_known and reader.vector is not None:
         ranked = snap.model.recommend(reader.vector, _depth(n, offset), exclude=set())
     ANSWERS.labels(reader.source).inc()
-    return _recommend(snap, reader.source, ranked, reader.history)
+    return _recommend(snap, reader.source, ranked, reader.history, reader.reasons)
 
 
 def _rated_books(snap: Snapshot, body: Any) -> dict[int, float]:
@@ -201,7 +211,7 @@ def anonymous_recommendations() -> Any:
     ANSWERS.labels("fold-in").inc()
     penalty, per_author = _controls()
     page = rerank(snap, ranked, penalty, per_author)[:n]
-    return jsonify({"source": "fold-in", "generation": snap.model.generation, "items": _items(snap, page, history)})
+    return jsonify({"source": "fold-in", "generation": snap.model.generation, "items": _items(snap, page, history, {})})
 
 
 def _book(snap: Snapshot, book_id: int):

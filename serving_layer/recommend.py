@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,13 @@ from serving_layer.state import Snapshot
 
 @dataclass
 class ReaderState:
-    """A reader as the views know them: which view answers, their vector, ratings and top-N."""
+    """A reader as the views know them: which view answers, their vector, ratings, top-N and its stored reasons."""
 
     source: str
     vector: np.ndarray | None
     history: dict[int, float]
     ranked: list[tuple[int, float]]
+    reasons: Mapping[int, int] = field(default_factory=dict)
 
 
 def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int) -> ReaderState:
@@ -35,16 +37,14 @@ def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth:
         known = (batch.history_books, batch.history_ratings) if batch else (np.zeros(0), np.zeros(0))
         history = merged_history(*known, events)
         if speed.generation == model.generation and len(speed.books) >= depth:
-            return ReaderState("speed", speed.vector, history, ranked(speed.books, speed.scores))
+            return ReaderState("speed", speed.vector, history, ranked(speed.books, speed.scores), speed.reason_of())
         vector = model.fold_in(history)
         return ReaderState("speed", vector, history, model.recommend(vector, depth, history))
     if batch:
         history = batch.history()
         if len(batch.books) >= depth:
-            top = ranked(batch.books, batch.scores)
-        else:
-            top = model.recommend(batch.features, depth, history)
-        return ReaderState("batch", batch.features, history, top)
+            return ReaderState("batch", batch.features, history, ranked(batch.books, batch.scores), batch.reason_of())
+        return ReaderState("batch", batch.features, history, model.recommend(batch.features, depth, history))
     return ReaderState("popular", None, {}, [(b, 0.0) for b in snap.catalog.popular[:depth]])
 
 
@@ -68,40 +68,27 @@ def rerank(
 
 def contributions(snap: Snapshot, history: dict[int, float], book_id: int) -> list[tuple[int, float]]:
     """Each rated book's exact share of the predicted preference for `book_id`, largest first."""
-    known, parts = _contributions(snap, history, [book_id])
-    if not len(parts):
-        return []
-    return sorted(zip(known, parts[0].tolist(), strict=True), key=lambda x: -x[1])
-
-
-def _contributions(snap: Snapshot, history: dict[int, float], book_ids: list[int]) -> tuple[list[int], np.ndarray]:
-    """(rated books, contributions: one row per book of `book_ids`, zeros for a book the model lacks)."""
     model = snap.model
     known = [b for b in history if b in model.row_of]
-    if not known or not book_ids:
-        return known, np.zeros((0, len(known)))
+    if not known or book_id not in model.row_of:
+        return []
     rows = np.array([model.row_of[b] for b in known])
-    targets = np.array([model.row_of.get(b, -1) for b in book_ids])
     parts = explain(
-        model.factors,
-        rows,
-        np.array([history[b] for b in known]),
-        model.params,
-        np.maximum(targets, 0),
-        model.yty,
+        model.factors, rows, np.array([history[b] for b in known]), model.params, model.row_of[book_id], model.yty
     )
-    parts[targets < 0] = 0.0
-    return known, parts
+    return sorted(zip(known, parts.tolist(), strict=True), key=lambda x: -x[1])
 
 
-def reasons(snap: Snapshot, history: dict[int, float], book_ids: list[int]) -> dict[int, str | None]:
-    """'because you rated X' per book, X the rated book that adds most to it (one solve for all)."""
-    known, parts = _contributions(snap, history, book_ids)
-    out: dict[int, str | None] = dict.fromkeys(book_ids)
-    if not len(parts):
-        return out
-    best = parts.argmax(axis=1)
-    for book_id, row, j in zip(book_ids, parts, best, strict=True):
-        top = snap.catalog.books.get(known[j]) if row[j] > 0 else None
+def reasons(
+    snap: Snapshot, history: dict[int, float], book_ids: list[int], stored: Mapping[int, int]
+) -> dict[int, str | None]:
+    """'because you rated X' per book: the views' stored reasons, and one solve for any book they lack."""
+    missing = [b for b in book_ids if b not in stored]
+    reason_of = (
+        {**stored, **dict(zip(missing, snap.model.reasons(history, missing), strict=True))} if missing else stored
+    )
+    out: dict[int, str | None] = {}
+    for book_id in book_ids:
+        top = snap.catalog.books.get(reason_of[book_id])
         out[book_id] = f"because you rated {top.title}" if top else None
     return out

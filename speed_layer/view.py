@@ -1,5 +1,7 @@
 """The speed view's upkeep: per reader, the stream ratings the current generation lacks, folded in exactly.
 
+Each row also stores its top-N's reasons, so serving the reader does no linear algebra.
+
 The rows are `readnext.views.SpeedRow`s (layout in readnext/views.py). Lambda merge rule: an event
 counts in the speed view while its offset is above the current generation's offset for its
 partition; once a generation includes it, it counts there instead. Rows left with no such event
@@ -55,6 +57,7 @@ def _write_reader(
     try:
         vector = model.fold_in(history)
         recs = model.recommend(vector, n, exclude=history)
+        reasons = model.reasons(history, [b for b, _ in recs])
     except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # this reader's numbers, not the store
         log.exception("reader %s: fold-in failed; the speed row keeps its previous state", user)
         return 0
@@ -66,6 +69,7 @@ def _write_reader(
             vector=np.asarray(vector),
             books=np.array([b for b, _ in recs], dtype=np.int64),
             scores=np.array([s for _, s in recs]),
+            reasons=np.array(reasons, dtype=np.int64),
             last_ts=max(int(e[4]) for e in events),
             updated_ms=int(time.time() * 1000),
         ),

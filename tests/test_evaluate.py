@@ -50,11 +50,12 @@ def test_held_out_readers_are_folded_in_for_the_metrics_and_the_view(spark, conf
     assert "rmse" not in result["popularity"]
     assert 0 < result["als"]["users"] == result["popularity"]["users"] <= len(held.readers) == 40
     served = fold_in_held_out(held, books, model_cfg, n=5)
-    user, vector, h_books, _, recs = served[0]
+    user, vector, h_books, _, recs, reasons = served[0]
     assert user == min(held.readers) and len(recs) == 5 and not {b for b, _ in recs} & set(h_books)
     ids, stars = held.readers[user]
     exact = fold_in(books.vectors, [books.row_of()[int(b)] for b in ids], stars, FoldInParams.from_config(model_cfg))
     assert np.allclose(vector, exact, atol=1e-5), "served by the same exact fold-in"
+    assert len(reasons) == 5 and set(reasons) <= set(h_books) | {-1}, "each reason is a book the reader rated"
 
 
 def test_grid_search_scores_every_combination_on_the_validation_readers(spark, config, tmp_path):

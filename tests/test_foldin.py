@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from readnext.foldin import FoldInParams, fold_in, fold_in_many, project, recommend, top_n
+from readnext.foldin import FoldInParams, explain, fold_in, fold_in_many, project, recommend, strongest, top_n
 
 
 def _synthetic_ratings(seed: int, users: int = 120, items: int = 90, per_user: int = 25) -> list[tuple[int, int, int]]:
@@ -107,8 +107,6 @@ def test_fold_in_reproduces_spark_user_factors(spark, implicit, offset):
 
 @pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
 def test_explanations_sum_to_the_score(implicit):
-    from readnext.foldin import explain
-
     rng = np.random.default_rng(9)
     y = rng.normal(size=(25, 5))
     items, stars = np.array([2, 4, 11, 19]), np.array([5.0, 2.0, 4.0, 1.0])
@@ -122,3 +120,28 @@ def test_explanations_sum_to_the_score(implicit):
     assert np.allclose(together, [explain(y, items, stars, params, t) for t in (0, 7, 24)])
     if implicit:
         assert np.all(explain(y, items, stars, params, 7)[stars <= 3] == 0), "negative preferences explain nothing"
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_the_strongest_reason_is_the_largest_positive_share_of_the_score(implicit):
+    rng = np.random.default_rng(11)
+    y = rng.normal(size=(40, 6))
+    params = FoldInParams(reg=0.1, implicit=implicit, alpha=2.0)
+    targets = np.arange(10, 40)
+
+    one = strongest(y, np.array([3]), np.array([5.0]), params, targets)
+    score = y[targets] @ fold_in(y, np.array([3]), np.array([5.0]), params)
+    assert np.array_equal(one, np.where(score > 0, 0, -1)), "a single rated book explains exactly the positive scores"
+    assert 0 < (one == 0).sum() < len(targets)
+
+    items, stars = np.array([1, 4, 7, 9]), np.array([5.0, 1.0, 4.0, 3.0])
+    best = strongest(y, items, stars, params, targets)
+    shares = explain(y, items, stars, params, targets)  # they add up to the score (test above)
+    for k in range(len(targets)):
+        if best[k] < 0:
+            assert shares[k].max() <= 0
+        else:
+            assert shares[k, best[k]] == shares[k].max() > 0
+    assert (best >= 0).any() and np.array_equal(
+        strongest(y, np.zeros(0, dtype=int), np.zeros(0), params, targets), np.full(len(targets), -1)
+    )

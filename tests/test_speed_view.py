@@ -9,8 +9,10 @@ import pytest
 
 from readnext import artifacts
 from readnext.clients import hbase_connection
+from readnext.events import StreamEvent
 from readnext.model import ModelHolder
 from readnext.views import BatchRow, GenerationViews, SpeedView, put_rows
+from speed_layer.view import rebase, update_readers
 from tests.conftest import drop_sandbox
 
 
@@ -44,3 +46,52 @@ def env(stack, config, tmp_path, unique_name):
     yield config, conn, holder, publish
     conn.close()
     drop_sandbox(config)
+
+
+def test_events_fold_in_exactly_with_reasons_and_replays_change_nothing(env):
+    config, conn, holder, _ = env
+    model = holder.model
+    events = {
+        1: [StreamEvent("ratings-0", 100, 1, 7, 5, 1_000), StreamEvent("ratings-0", 101, 1, 3, 5, 2_000)],
+        9: [StreamEvent("ratings-1", 5, 9, 8, 4, 1_500)],
+    }
+    assert update_readers(conn, config, model, events, n=5) == 2
+    speed = SpeedView(conn, config)
+    row = speed.reader(1)
+    expected_history = {1: 5, 2: 4, 3: 5, 7: 5}  # the stream re-rating of book 3 replaces the batch's 1
+    assert np.allclose(row.vector, model.fold_in(expected_history), atol=1e-6)
+    recs = row.books.tolist()
+    assert len(recs) == 5 and not set(recs) & set(expected_history)
+    assert row.generation == "G1" and row.last_ts == 2000
+    assert row.reason_of() == dict(zip(recs, model.reasons(expected_history, recs), strict=True))
+    assert set(row.reason_of().values()) & set(expected_history), "a reason names a rated book"
+    assert np.allclose(speed.reader(9).vector, model.fold_in({8: 4}), atol=1e-6)
+
+    update_readers(conn, config, model, {1: events[1]}, n=5)
+    again = speed.reader(1)
+    assert again.events == row.events
+    assert np.array_equal(again.vector, row.vector) and again.reason_of() == row.reason_of()
+
+
+def test_generation_flip_drops_absorbed_events_and_keeps_later_ones(env):
+    config, conn, holder, publish = env
+    update_readers(
+        conn,
+        config,
+        holder.model,
+        {
+            1: [StreamEvent("ratings-0", 100, 1, 7, 5, 1_000), StreamEvent("ratings-0", 105, 1, 9, 2, 3_000)],
+            2: [StreamEvent("ratings-0", 101, 2, 8, 4, 1_100)],
+        },
+        n=5,
+    )
+    # G2 learnt from offsets up to 102: reader 2's event and reader 1's first are in its history now.
+    publish("G2", {"ratings-0": 102}, {1: {1: 5, 2: 4, 3: 1, 7: 5}, 2: {4: 5, 8: 4}})
+    assert holder.refresh()
+    assert rebase(conn, config, holder.model, n=5) == (1, 1)
+    speed = SpeedView(conn, config)
+    assert speed.reader(2) is None
+    row = speed.reader(1)
+    assert row.generation == "G2"
+    assert [e[1] for e in row.events] == [105]
+    assert np.allclose(row.vector, holder.model.fold_in({1: 5, 2: 4, 3: 1, 7: 5, 9: 2}), atol=1e-6)
