@@ -1,8 +1,9 @@
 """What the serving process holds: the current model and catalog in memory, HBase and Kafka clients.
 
 The model and the catalog are swapped together when the artifact store's CURRENT pointer moves
-(checked at most every `[serving] refresh_s`), so a request sees one generation throughout and
-no request fails during a reload.
+(checked every `[serving] refresh_s`), so a request sees one generation throughout and no request
+fails during a reload. The check and the load run on a thread of their own: no request waits for
+the pointer's read or the catalog's scan.
 """
 
 from __future__ import annotations
@@ -119,18 +120,32 @@ class ServingState:
         self.holder = ModelHolder(artifacts.open_store(config))
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
-        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()  # held by the one thread that loads a generation
+        self._lock = threading.Lock()  # the producer's
         self._producer: RatingProducer | None = None
 
     def snapshot(self) -> Snapshot | None:
-        """The current generation, reloaded when its pointer moved (checked every refresh_s)."""
-        now = time.monotonic()
-        if self._snapshot is None or now - self._checked >= self.config.serving.refresh_s:
-            with self._lock:
-                if self._snapshot is None or now - self._checked >= self.config.serving.refresh_s:
-                    self._checked = now
+        """The current generation; once one is served, a newer one is loaded in the background."""
+        if self._snapshot is None:
+            with self._reload_lock:
+                if self._snapshot is None:
+                    self._checked = time.monotonic()
                     self._reload()
+        elif self._due() and self._reload_lock.acquire(blocking=False):
+            self._checked = time.monotonic()
+            threading.Thread(target=self._reload_in_background, name="readnext-refresh", daemon=True).start()
         return self._snapshot
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._checked >= self.config.serving.refresh_s
+
+    def _reload_in_background(self) -> None:
+        try:
+            self._reload()
+        except Exception:  # noqa: BLE001 - keep serving the current generation; the next check retries
+            log.exception("loading the current generation failed; still serving %s", self.generation)
+        finally:
+            self._reload_lock.release()
 
     @property
     def generation(self) -> str | None:

@@ -16,10 +16,12 @@ from deploy.init import init
 from readnext import artifacts
 from readnext.accounts import Tokens
 from readnext.clients import hbase_connection
+from readnext.model import ServedModel
 from readnext.views import HIVE_VIEWS, GenerationRecords, GenerationViews, generation_table
 from serving_layer.app import create_app
 from tests.conftest import drop_sandbox
 from tests.data import taste_ratings, write_books, write_ratings
+from tests.readers import Readers
 
 
 @pytest.fixture
@@ -79,6 +81,12 @@ def test_generation_is_complete_everywhere_and_beats_popularity(stack, spark, ma
         row_of = {int(b): k for k, b in enumerate(ids)}
         expected = np.asarray(factors, dtype=np.float64) @ row.features
         assert np.allclose([expected[row_of[b]] for b in recs], row.scores, rtol=1e-4, atol=1e-5)
+        model = ServedModel.build(generation, ids, factors, manifest)
+        for user in tables.reader_ids():  # trained readers and held-out readers folded in alike
+            stored = tables.reader(user)
+            books = stored.books.tolist()
+            assert stored.reason_of() == dict(zip(books, model.reasons(stored.history(), books), strict=True)), user
+        assert set(row.reason_of().values()) <= set(known[7]) | {-1} and set(row.reason_of().values()) - {-1}
         book = {b.book_id: b for b in tables.books()}[3]
         assert book.title == 'Book 3, "genre 3"'
         assert book.ratings_count == sum(1 for _, b, _ in master if b == 3)
@@ -179,8 +187,12 @@ def test_a_failure_at_any_publishing_step_leaves_the_previous_generation_serving
         drop_sandbox(config)
 
 
-def test_old_generations_are_pruned_everywhere(stack, spark, master, small_config):
-    config = dataclasses.replace(small_config, batch=dataclasses.replace(small_config.batch, evaluate=False))
+def test_old_generations_are_pruned_everywhere_while_readers_are_served(stack, spark, master, small_config):
+    config = dataclasses.replace(
+        small_config,
+        batch=dataclasses.replace(small_config.batch, evaluate=False),
+        serving=dataclasses.replace(small_config.serving, refresh_s=0.2),
+    )
     spark.sql("SET hive.exec.dynamic.partition.mode=nonstrict")
     spark.sql(
         "INSERT INTO ratings PARTITION (source, event_date) VALUES "
@@ -188,12 +200,22 @@ def test_old_generations_are_pruned_everywhere(stack, spark, master, small_confi
         "(2, 3, 4, current_timestamp(), 9, 'ratings-0', NULL, 'stream', current_date()), "
         "(3, 4, 4, current_timestamp(), 2, 'ratings-1', NULL, 'stream', current_date())"
     )
+    init(config)
+    conn = hbase_connection(config)
+    reader = {"Authorization": f"Bearer {Tokens(conn, config).issue_reader(7)}"}
+    conn.close()
     try:
         first = build_generation(spark, config)
         manifest = artifacts.load_generation(artifacts.open_store(config), first)[2]
         assert manifest["stream_offsets"] == {"ratings-0": 9, "ratings-1": 2}
-        second = build_generation(spark, config)
-        third = build_generation(spark, config)
+        with Readers(create_app(config), reader, threads=2) as answers:
+            second = build_generation(spark, config)
+            third = build_generation(spark, config)  # prunes the first while it may still be read
+            answers.until(lambda answer: answer[1] == third)
+        assert answers.failures == [], "every answer during the flips is a 200"
+        for seen in answers.by_thread:  # one generation per answer, and never an older one after a newer
+            order = [g for k, g in enumerate(seen) if k == 0 or seen[k - 1] != g]
+            assert order in ([first, second, third], [first, third]), order
         store = artifacts.open_store(config)
         assert artifacts.list_generations(store) == [second, third]
         assert artifacts.current_generation(store) == third
