@@ -164,6 +164,7 @@ class ServingConfig:
     secret_key_fallbacks: str
     secure_cookies: bool
     demo_sign_in: bool
+    token_cache_s: float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ from readnext import logs
 from readnext.clients import kafka_admin
 from readnext.config import Config, load_config
 from readnext.views import speed_table
-from serving_layer import limits, metrics
+from serving_layer import auth, limits, metrics
 from serving_layer.api import api
 from serving_layer.api import http_error as api_http_error
 from serving_layer.state import ServingState
@@ -71,6 +71,7 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_SECURE=config.serving.secure_cookies,
     )
     app.extensions["readnext"] = state
+    auth.install(app, config.serving.token_cache_s)
     # No routing redirects: a merged `//` or an added slash would be redirected to a URL built from
     # the client's Host header.
     app.url_map.merge_slashes = False

@@ -8,9 +8,10 @@ expired, is 401 with `WWW-Authenticate: Bearer`; a valid token that may not do t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
 
@@ -24,10 +25,48 @@ def _unauthorized(message: str) -> Unauthorized:
     return Unauthorized(message, www_authenticate=WWWAuthenticate("bearer", {"realm": "readnext"}))
 
 
+class PrincipalCache:
+    """The principals of tokens checked in the last `ttl_s` seconds, in this worker only.
+
+    Only tokens found valid are kept, so a new token works at once everywhere; a revoked one is
+    dropped here at once and is refused by the other workers within `ttl_s`.
+    """
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        return entry[1] if entry and time.monotonic() - entry[0] < self.ttl_s else None
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.ttl_s > 0:
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[token] = (time.monotonic(), principal)
+
+    def drop(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+
+def install(app: Any, ttl_s: float) -> None:
+    app.extensions["readnext.principals"] = PrincipalCache(ttl_s)
+
+
+def _principals() -> PrincipalCache:
+    return current_app.extensions["readnext.principals"]
+
+
 def lookup(token: str) -> Principal | None:
-    """The principal a token speaks for (one HBase get), or None."""
-    state = serving_state()
-    return state.hbase(lambda conn: Tokens(conn, state.config).lookup(token))
+    """The principal a token speaks for (one HBase get unless checked lately), or None."""
+    found = _principals().get(token)
+    if found is None:
+        state = serving_state()
+        found = state.hbase(lambda conn: Tokens(conn, state.config).lookup(token))
+        if found is not None:
+            _principals().put(token, found)
+    return found
 
 
 def bearer_token() -> str | None:
@@ -112,3 +151,4 @@ def demo_sign_in(reader_id: int) -> str:
 def revoke(token: str) -> None:
     state = serving_state()
     state.hbase(lambda conn: Tokens(conn, state.config).revoke(token))
+    _principals().drop(token)

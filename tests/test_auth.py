@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -16,6 +17,7 @@ from readnext.accounts import AccountError, Accounts, Tokens, accounts_table, to
 from readnext.clients import hbase_connection, kafka_consumer
 from readnext.config import PROJECT_ROOT
 from serving_layer.app import create_app
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -119,7 +121,13 @@ def test_service_keys_do_what_their_scopes_say_and_writes_name_their_writer(serv
     assert created.stdout.split()[-1] not in listed.stdout, "a key is shown once"
     assert client.delete("/api/v1/tokens/current", headers=importer).status_code == 403, "keys are revoked by CLI"
     assert keys("revoke", "importer").returncode == 0
-    assert client.post("/api/v1/ratings", json=rating, headers=importer).status_code == 401
+    revoked_at = time.monotonic()
+    wait_for(
+        lambda: client.post("/api/v1/ratings", json=rating, headers=importer).status_code == 401,
+        "the revoked key refused",
+        timeout=config.serving.token_cache_s + 5,
+    )
+    assert time.monotonic() - revoked_at < config.serving.token_cache_s + 1, "refused within token_cache_s"
     assert keys("create", "bad", "--scope", "admin").returncode != 0
 
 
