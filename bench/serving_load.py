@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +107,13 @@ def _load(
     }
 
 
-def _wrk(port: int, users: np.ndarray, concurrency: int, seconds: float, key: str) -> dict:
-    """Known readers' requests from Debian's wrk (bench/wrk/known.lua): one thread of C, not the server's cores."""
+def wrk(
+    port: int, users: np.ndarray, concurrency: int, seconds: float, key: str, count_generations: bool = False
+) -> dict:
+    """Known readers' requests from Debian's wrk (bench/wrk/known.lua): one thread of C, not the server's cores.
+
+    With `count_generations`, the answers per generation they name are counted too (`generations`).
+    """
     readers = Path(tempfile.mkstemp(prefix="readnext-readers-")[1])
     readers.write_text("\n".join(str(int(u)) for u in users) + "\n")
     command = [
@@ -119,6 +126,8 @@ def _wrk(port: int, users: np.ndarray, concurrency: int, seconds: float, key: st
         f"http://127.0.0.1:{port}",
     ]
     env = {**os.environ, "READERS_FILE": str(readers), "TOKEN": key}
+    if count_generations:
+        env["COUNT_GENERATIONS"] = "1"
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
     readers.unlink()
     found = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
@@ -133,6 +142,7 @@ def _wrk(port: int, users: np.ndarray, concurrency: int, seconds: float, key: st
         "p50_ms": round(found["p50_ms"], 2),
         "p99_ms": round(found["p99_ms"], 2),
         "max_ms": round(found["max_ms"], 2),
+        **({"generations": found["generations"]} if count_generations else {}),
     }
 
 
@@ -154,6 +164,56 @@ def _token_checks(config, key: str, count: int = 2000) -> dict:
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
     }
+
+
+@contextmanager
+def gunicorn(port: int, workers: int, threads: int) -> Iterator[None]:
+    """The serving layer under gunicorn as deploy/service web runs it (multiprocess metrics), rate limits off."""
+    command = [
+        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        "-w",
+        str(workers),
+        "--threads",
+        str(threads),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--keep-alive",
+        "30",
+        "-c",
+        str(ROOT / "deploy" / "gunicorn.conf.py"),
+        "serving_layer.app:create_app()",
+    ]
+    log = (ROOT / ".state" / "logs" / "bench-serving.log").open("w")
+    metrics = Path(tempfile.mkdtemp(prefix="readnext-bench-metrics-"))
+    env = {**os.environ, "READNEXT_LIMITS_ENABLED": "false", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("the server did not become ready; see .state/logs/bench-serving.log")
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextmanager
+def service_key(config, name: str) -> Iterator[str]:
+    """A service key with readers:read for the run, revoked after."""
+    conn = hbase_connection(config)
+    key = Tokens(conn, config).issue_key(name, {"readers:read"})
+    conn.close()
+    try:
+        yield key
+    finally:
+        conn = hbase_connection(config)
+        Tokens(conn, config).revoke_key(name)
+        conn.close()
 
 
 def main() -> int:
@@ -182,43 +242,14 @@ def main() -> int:
     users = np.array(GenerationViews(conn, config, model.generation).reader_ids(limit=50000), dtype=np.int64)
     conn.close()
     books = np.asarray(model.book_ids)
-    conn = hbase_connection(config)
-    key = Tokens(conn, config).issue_key("serving-benchmark", {"readers:read"})
-    conn.close()
-    command = [
-        str(ROOT / ".venv" / "bin" / "gunicorn"),
-        "-w",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        "-b",
-        f"127.0.0.1:{args.port}",
-        "--keep-alive",
-        "30",
-        "-c",
-        str(ROOT / "deploy" / "gunicorn.conf.py"),
-        "serving_layer.app:create_app()",
-    ]
-    log = (ROOT / ".state" / "logs" / "bench-serving.log").open("w")
-    metrics = Path(tempfile.mkdtemp(prefix="readnext-bench-metrics-"))  # as deploy/service web runs it
-    env = {**os.environ, "READNEXT_LIMITS_ENABLED": "false", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{args.port}/readyz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            print("error: the server did not become ready; see .state/logs/bench-serving.log", file=sys.stderr)
-            return 1
-        results = [_token_checks(config, key)]
+    results = []
+    with service_key(config, "serving-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
+        results.append(_token_checks(config, key))
         print(json.dumps(results[0]), flush=True)
         for concurrency in args.concurrency:
             if args.generator == "wrk":
-                _wrk(args.port, users, concurrency, 3, key)  # warm-up
-                row = _wrk(args.port, users, concurrency, args.seconds, key)
+                wrk(args.port, users, concurrency, 3, key)  # warm-up
+                row = wrk(args.port, users, concurrency, args.seconds, key)
                 row.update(workers=args.workers, threads=args.threads)
                 print(json.dumps(row), flush=True)
                 results.append(row)
@@ -229,12 +260,6 @@ def main() -> int:
                 row.update(workers=args.workers, threads=args.threads)
                 print(json.dumps(row), flush=True)
                 results.append(row)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        conn = hbase_connection(config)
-        Tokens(conn, config).revoke_key("serving-benchmark")
-        conn.close()
     previous = json.loads(args.out.read_text()) if args.out.exists() else []
     args.out.write_text(json.dumps(previous + results, indent=2) + "\n")
     return 0
