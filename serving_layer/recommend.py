@@ -54,12 +54,12 @@ def rerank(
     """Popularity penalty on the scores, then at most `max_per_author` books of one author."""
     if not ranked or (penalty <= 0 and max_per_author <= 0):
         return ranked
-    ids = np.array([b for b, _ in ranked])
+    books = [b for b, _ in ranked]
     ids, scores = controls.rerank(
-        ids,
+        np.array(books),
         np.array([s for _, s in ranked]),
-        snap.catalog.popularity(ids),
-        [snap.catalog.author(int(b)) for b in ids],
+        snap.catalog.popularity(books),
+        snap.catalog.authors(books),
         penalty,
         max_per_author,
     )

@@ -64,17 +64,29 @@ def book_summary(book: BookRow) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Catalog:
+    """One generation's books, with what re-ranking needs per book worked out once at load."""
+
     generation: str
     books: dict[int, BookRow]
     popular: tuple[int, ...]
-    max_count: int
+    scaled_popularity: dict[int, float]
+    first_author: dict[int, str]
 
     @classmethod
     def load(cls, conn: Any, config: Config, generation: str) -> Catalog:
         books = {book.book_id: book for book in GenerationViews(conn, config, generation).books(with_factors=False)}
         rated = [b for b in books.values() if b.bayes_rating is not None]
         popular = tuple(b.book_id for b in sorted(rated, key=lambda b: (-b.bayes_rating, -b.ratings_count, b.book_id)))
-        return cls(generation, books, popular, max((b.ratings_count for b in books.values()), default=0))
+        largest = max((b.ratings_count for b in books.values()), default=0)
+        ids = list(books)
+        scaled = scaled_popularity(np.array([books[b].ratings_count for b in ids], dtype=float), largest)
+        return cls(
+            generation,
+            books,
+            popular,
+            dict(zip(ids, scaled.tolist(), strict=True)),
+            {b: book.authors.split(",")[0].strip() for b, book in books.items()},
+        )
 
     def summary(self, book_id: int) -> dict[str, Any]:
         """The book's public fields, or just its id for a book the catalog does not hold."""
@@ -93,15 +105,13 @@ class Catalog:
                 hits.append(((not title.startswith(q), -in_title, -book.ratings_count, book.book_id), book))
         return [book for _, book in sorted(hits, key=lambda h: h[0])]
 
-    def popularity(self, book_ids: np.ndarray) -> np.ndarray:
-        """log(1 + ratings count), scaled to 0..1 over the catalog."""
-        counts = np.array([self.books[b].ratings_count if b in self.books else 0 for b in book_ids], dtype=float)
-        return scaled_popularity(counts, self.max_count)
+    def popularity(self, book_ids: list[int]) -> np.ndarray:
+        """log(1 + ratings count), scaled to 0..1 over the catalog (0 for a book it lacks)."""
+        return np.array([self.scaled_popularity.get(b, 0.0) for b in book_ids])
 
-    def author(self, book_id: int) -> str:
-        """The book's first author: the unit of the diversity control."""
-        book = self.books.get(book_id)
-        return book.authors.split(",")[0].strip() if book else ""
+    def authors(self, book_ids: list[int]) -> list[str]:
+        """Each book's first author: the unit of the diversity control ("" for a book it lacks)."""
+        return [self.first_author.get(b, "") for b in book_ids]
 
 
 @dataclass(frozen=True)
