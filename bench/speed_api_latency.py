@@ -1,0 +1,157 @@
+"""Rating to served recommendation, as a reader sees it: from the producer's send to the API's first speed answer.
+
+    make demo DATA=../shared/data/goodbooks-10k
+    python bench/speed_api_latency.py --rates 50 200 400 --seconds 30
+
+Runs against the demo as it runs (its streaming job, batch service and generation), with gunicorn
+started here as `deploy/service web` runs it (rate limits off: the probes come from one address).
+At each rate, ratings of the generation's readers are sent to Kafka as background load, and
+--probes times a second a reader never seen before rates one book: a probe's latency runs from
+just before its send to the first answer of `GET /api/v1/users/<id>/recommendations` whose
+`source` is `speed` (its only rating is then in the answer), polled every --poll-ms. Results:
+bench/results/speed-api-latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from serving_load import ROOT, gunicorn, service_key
+
+from readnext import artifacts
+from readnext.clients import hbase_connection, kafka_producer
+from readnext.config import load_config
+from readnext.events import RatingEvent
+from readnext.model import ModelHolder
+from readnext.views import GenerationViews
+
+
+class Probes:
+    """New readers' first speed answers, polled through the API on one keep-alive connection."""
+
+    def __init__(self, port: int, key: str, poll_s: float) -> None:
+        self.port, self.key, self.poll_s = port, key, poll_s
+        self.pending: dict[int, float] = {}
+        self.latencies: list[float] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def sent(self, reader: int, at: float) -> None:
+        with self.lock:
+            self.pending[reader] = at
+
+    def _source(self, conn: http.client.HTTPConnection, reader: int) -> str:
+        path = f"/api/v1/users/{reader}/recommendations?n=10"
+        conn.request("GET", path, headers={"Authorization": f"Bearer {self.key}"})
+        response = conn.getresponse()
+        body = response.read()
+        return json.loads(body)["source"] if response.status == 200 else f"http {response.status}"
+
+    def _poll(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not (self.stop.is_set() and not self.pending):
+            with self.lock:
+                readers = list(self.pending.items())
+            for reader, at in readers:
+                if self._source(conn, reader) == "speed":
+                    with self.lock:
+                        self.latencies.append(time.monotonic() - at)
+                        del self.pending[reader]
+                elif time.monotonic() - at > 60:
+                    with self.lock:
+                        del self.pending[reader]
+            time.sleep(self.poll_s)
+        conn.close()
+
+    def finish(self) -> tuple[list[float], int]:
+        """(latencies, probes never answered from the speed view within 60 s)."""
+        self.stop.set()
+        self.thread.join(timeout=90)
+        return self.latencies, len(self.pending)
+
+
+def _run(config, port: int, key: str, users: np.ndarray, books: np.ndarray, rate: float, args, first: int) -> dict:
+    rng = np.random.default_rng(first)
+    producer = kafka_producer(config, acks=1, linger_ms=0)
+    probes = Probes(port, key, args.poll_ms / 1000)
+    topic = config.kafka.ratings_topic
+    sent = probed = 0
+    every = max(1, round(rate / args.probes))
+    start = time.monotonic()
+    while time.monotonic() - start < args.seconds:
+        if sent % every == 0:
+            reader = first + probed
+            event = RatingEvent(reader, int(rng.choice(books[:200])), 5, int(time.time() * 1000))
+            probes.sent(reader, time.monotonic())
+            probed += 1
+        else:
+            reader, book, stars = int(rng.choice(users)), int(rng.choice(books)), int(rng.integers(1, 6))
+            event = RatingEvent(reader, book, stars, int(time.time() * 1000))
+        producer.send(topic, key=str(event.user_id).encode(), value=event.to_json())
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    producer.flush()
+    elapsed = time.monotonic() - start
+    latencies, lost = probes.finish()
+    producer.close()
+    ms = np.array(latencies) * 1000
+    return {
+        "target_rate": rate,
+        "achieved_rate": round(sent / elapsed, 1),
+        "probes": probed,
+        "answered": len(ms),
+        "not_answered_in_60s": lost,
+        "poll_ms": args.poll_ms,
+        "p50_s": round(float(np.percentile(ms, 50)) / 1000, 3) if len(ms) else None,
+        "p99_s": round(float(np.percentile(ms, 99)) / 1000, 3) if len(ms) else None,
+        "max_s": round(float(ms.max()) / 1000, 3) if len(ms) else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[50, 200, 400])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--warmup", type=float, default=10, help="seconds at each rate before measuring")
+    parser.add_argument("--probes", type=float, default=5, help="new readers per second whose latency is measured")
+    parser.add_argument("--poll-ms", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--port", type=int, default=8013)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed-api-latency.json")
+    args = parser.parse_args()
+
+    config = load_config()
+    holder = ModelHolder(artifacts.open_store(config))
+    if not holder.refresh():
+        print("error: no current generation; run `make demo` first", file=sys.stderr)
+        return 1
+    conn = hbase_connection(config)
+    users = np.array(GenerationViews(conn, config, holder.model.generation).reader_ids(limit=50000), dtype=np.int64)
+    conn.close()
+    books = np.asarray(holder.model.book_ids)
+    first = 900_000_000 + int(time.time()) % 100_000 * 1000  # new readers, unique per run
+    results = []
+    with service_key(config, "speed-api-benchmark") as key, gunicorn(args.port, args.workers, 1):
+        for i, rate in enumerate(args.rates):
+            warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
+            _run(config, args.port, key, users, books, rate, warm, first + 2 * i * 100_000)
+            row = _run(config, args.port, key, users, books, rate, args, first + (2 * i + 1) * 100_000)
+            row.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), workers=args.workers)
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    previous = json.loads(args.out.read_text()) if args.out.exists() else []
+    args.out.write_text(json.dumps(previous + results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
