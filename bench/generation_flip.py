@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serving_load import ROOT, gunicorn, service_key, wrk
+from serving_load import ROOT, append_results, gunicorn, service_key, wrk
 
 from readnext import artifacts
 from readnext.clients import hbase_connection
@@ -41,12 +41,13 @@ def main() -> int:
 
     config = load_config()
     store = artifacts.open_store(config)
-    known = artifacts.list_generations(store)
     current = artifacts.current_generation(store)
-    if current is None or len(known) < 2:
+    known = artifacts.list_generations(store)
+    published = known[: known.index(current) + 1] if current in known else []  # not a run under way
+    if len(published) < 2:
         print("error: needs two published generations (run the batch layer twice)", file=sys.stderr)
         return 1
-    older, newer = known[-2], known[-1]
+    older, newer = published[-2], published[-1]
     conn = hbase_connection(config)
     both = [set(GenerationViews(conn, config, g).reader_ids(limit=50000)) for g in (older, newer)]
     conn.close()
@@ -75,8 +76,7 @@ def main() -> int:
         "windows": windows,
     }
     print(json.dumps(result, indent=2))
-    previous = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(previous + [result], indent=2) + "\n")
+    append_results(args.out, [result])
     return 0
 
 

@@ -44,7 +44,7 @@ from readnext import artifacts  # noqa: E402
 from readnext.accounts import Tokens  # noqa: E402
 from readnext.clients import hbase_connection  # noqa: E402
 from readnext.config import load_config  # noqa: E402
-from readnext.model import ModelHolder  # noqa: E402
+from readnext.model import ModelHolder, ServedModel  # noqa: E402
 from readnext.views import GenerationViews  # noqa: E402
 
 
@@ -166,6 +166,23 @@ def _token_checks(config, key: str, count: int = 2000) -> dict:
     }
 
 
+def append_results(path: Path, rows: list[dict]) -> None:
+    """Add this run's rows to a benchmark's results file (a JSON list kept across runs)."""
+    previous = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(previous + rows, indent=2) + "\n")
+
+
+def current_readers(config) -> tuple[ServedModel, np.ndarray]:
+    """The current generation's model and (up to 50,000 of) its readers; exits when none is published."""
+    holder = ModelHolder(artifacts.open_store(config))
+    if not holder.refresh():
+        sys.exit("error: no current generation; run `make demo` or `python -m batch_layer run` first")
+    conn = hbase_connection(config)
+    users = GenerationViews(conn, config, holder.model.generation).reader_ids(limit=50000)
+    conn.close()
+    return holder.model, np.array(users, dtype=np.int64)
+
+
 @contextmanager
 def gunicorn(port: int, workers: int, threads: int) -> Iterator[None]:
     """The serving layer under gunicorn as deploy/service web runs it (multiprocess metrics), rate limits off."""
@@ -233,14 +250,7 @@ def main() -> int:
     args = parser.parse_args()
 
     config = load_config()
-    holder = ModelHolder(artifacts.open_store(config))
-    if not holder.refresh():
-        print("error: no current generation; run `make demo` or `python -m batch_layer run` first", file=sys.stderr)
-        return 1
-    model = holder.model
-    conn = hbase_connection(config)
-    users = np.array(GenerationViews(conn, config, model.generation).reader_ids(limit=50000), dtype=np.int64)
-    conn.close()
+    model, users = current_readers(config)
     books = np.asarray(model.book_ids)
     results = []
     with service_key(config, "serving-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
@@ -260,8 +270,7 @@ def main() -> int:
                 row.update(workers=args.workers, threads=args.threads)
                 print(json.dumps(row), flush=True)
                 results.append(row)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(previous + results, indent=2) + "\n")
+    append_results(args.out, results)
     return 0
 
 

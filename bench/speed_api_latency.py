@@ -23,14 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serving_load import ROOT, gunicorn, service_key
+from serving_load import ROOT, append_results, current_readers, gunicorn, service_key
 
-from readnext import artifacts
-from readnext.clients import hbase_connection, kafka_producer
+from readnext.clients import kafka_producer
 from readnext.config import load_config
 from readnext.events import RatingEvent
-from readnext.model import ModelHolder
-from readnext.views import GenerationViews
 
 
 class Probes:
@@ -130,14 +127,8 @@ def main() -> int:
     args = parser.parse_args()
 
     config = load_config()
-    holder = ModelHolder(artifacts.open_store(config))
-    if not holder.refresh():
-        print("error: no current generation; run `make demo` first", file=sys.stderr)
-        return 1
-    conn = hbase_connection(config)
-    users = np.array(GenerationViews(conn, config, holder.model.generation).reader_ids(limit=50000), dtype=np.int64)
-    conn.close()
-    books = np.asarray(holder.model.book_ids)
+    model, users = current_readers(config)
+    books = np.asarray(model.book_ids)
     first = 900_000_000 + int(time.time()) % 100_000 * 1000  # new readers, unique per run
     results = []
     with service_key(config, "speed-api-benchmark") as key, gunicorn(args.port, args.workers, 1):
@@ -148,8 +139,7 @@ def main() -> int:
             row.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), workers=args.workers)
             print(json.dumps(row), flush=True)
             results.append(row)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(previous + results, indent=2) + "\n")
+    append_results(args.out, results)
     return 0
 
 
