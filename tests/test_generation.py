@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,16 @@ FAILURES = {
 }
 
 
+def _footprint(config) -> tuple[int, int]:
+    """(HBase tables of the sandbox, files in its artifact store)."""
+    conn = hbase_connection(config)
+    try:
+        tables = sum(t.decode().startswith(config.hbase.table_prefix + "_") for t in conn.tables())
+    finally:
+        conn.close()
+    return tables, sum(1 for p in Path(config.artifacts.uri).rglob("*") if p.is_file())
+
+
 def _names_of(spark, conn, config, generation: str) -> list[str]:
     """Every place that still names `generation`: HBase tables and records, Hive partitions and history, artifacts."""
     found = [t.decode() for t in conn.tables() if generation.encode() in t]
@@ -210,8 +221,10 @@ def test_old_generations_are_pruned_everywhere_while_readers_are_served(stack, s
         assert manifest["stream_offsets"] == {"ratings-0": 9, "ratings-1": 2}
         with Readers(create_app(config), reader, threads=2) as answers:
             second = build_generation(spark, config)
+            held_at_two = _footprint(config)
             third = build_generation(spark, config)  # prunes the first while it may still be read
             answers.until(lambda answer: answer[1] == third)
+        assert _footprint(config) == held_at_two, "what is kept levels off at keep_generations"
         assert answers.failures == [], "every answer during the flips is a 200"
         for seen in answers.by_thread:  # one generation per answer, and never an older one after a newer
             order = [g for k, g in enumerate(seen) if k == 0 or seen[k - 1] != g]
