@@ -26,10 +26,11 @@ def _unauthorized(message: str) -> Unauthorized:
 
 
 class PrincipalCache:
-    """The principals of tokens checked in the last `ttl_s` seconds, in this worker only.
+    """The principals of service keys checked in the last `ttl_s` seconds, in this worker only.
 
-    Only tokens found valid are kept, so a new token works at once everywhere; a revoked one is
-    dropped here at once and is refused by the other workers within `ttl_s`.
+    Keys are what a trusted back end sends on every request; a reader's token is checked in HBase
+    each time, so that a sign-out ends it on every worker at once. Only keys found valid are kept:
+    a new key works at once everywhere, a revoked one is refused by every worker within `ttl_s`.
     """
 
     def __init__(self, ttl_s: float, size: int = 10_000) -> None:
@@ -41,13 +42,10 @@ class PrincipalCache:
         return entry[1] if entry and time.monotonic() - entry[0] < self.ttl_s else None
 
     def put(self, token: str, principal: Principal) -> None:
-        if self.ttl_s > 0:
+        if self.ttl_s > 0 and principal.kind == "key":
             if len(self._entries) >= self.size:
                 self._entries.clear()
             self._entries[token] = (time.monotonic(), principal)
-
-    def drop(self, token: str) -> None:
-        self._entries.pop(token, None)
 
 
 def install(app: Any, ttl_s: float) -> None:
@@ -151,4 +149,3 @@ def demo_sign_in(reader_id: int) -> str:
 def revoke(token: str) -> None:
     state = serving_state()
     state.hbase(lambda conn: Tokens(conn, state.config).revoke(token))
-    _principals().drop(token)

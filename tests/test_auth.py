@@ -142,9 +142,13 @@ def test_sign_out_revokes_the_session_and_a_replayed_cookie_is_signed_out(served
     page = client.get("/me").get_data(as_text=True)
     token = re.search(r'data-token="([^"]+)"', page).group(1)
     assert client.get(f"/api/v1/users/{reader}/ratings", headers=_bearer(token)).status_code in (200, 404)
+    other_worker = create_app(served.config).test_client()
+    assert other_worker.get(f"/api/v1/users/{reader}/ratings", headers=_bearer(token)).status_code in (200, 404)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     assert client.post("/signout", data={"csrf": csrf}).status_code == 302
     assert client.get(f"/api/v1/users/{reader}/recommendations", headers=_bearer(token)).status_code == 401
+    gone = other_worker.get(f"/api/v1/users/{reader}/recommendations", headers=_bearer(token))
+    assert gone.status_code == 401, "a sign-out ends the token on every worker at once (readers' tokens are not cached)"
     replay = create_app(served.config).test_client()
     replay.set_cookie("session", cookie.value)
     assert replay.get("/me").status_code == 302, "the copied cookie's token was revoked at sign-out"
