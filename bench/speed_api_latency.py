@@ -20,6 +20,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ class Probes:
         self.port, self.key, self.poll_s = port, key, poll_s
         self.pending: dict[int, float] = {}
         self.latencies: list[float] = []
+        self.lost = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._poll, daemon=True)
@@ -65,6 +67,7 @@ class Probes:
                         del self.pending[reader]
                 elif time.monotonic() - at > 60:
                     with self.lock:
+                        self.lost += 1
                         del self.pending[reader]
             time.sleep(self.poll_s)
         conn.close()
@@ -73,20 +76,30 @@ class Probes:
         """(latencies, probes never answered from the speed view within 60 s)."""
         self.stop.set()
         self.thread.join(timeout=90)
-        return self.latencies, len(self.pending)
+        return self.latencies, self.lost + len(self.pending)
 
 
-def _run(config, port: int, key: str, users: np.ndarray, books: np.ndarray, rate: float, args, first: int) -> dict:
-    rng = np.random.default_rng(first)
+def _run(
+    config,
+    port: int,
+    key: str,
+    users: np.ndarray,
+    books: np.ndarray,
+    rate: float,
+    seconds: float,
+    args: argparse.Namespace,
+    new_readers: Iterator[int],
+) -> dict:
+    rng = np.random.default_rng(int(rate * 1000 + seconds))
     producer = kafka_producer(config, acks=1, linger_ms=0)
     probes = Probes(port, key, args.poll_ms / 1000)
     topic = config.kafka.ratings_topic
     sent = probed = 0
     every = max(1, round(rate / args.probes))
     start = time.monotonic()
-    while time.monotonic() - start < args.seconds:
+    while time.monotonic() - start < seconds:
         if sent % every == 0:
-            reader = first + probed
+            reader = next(new_readers)
             event = RatingEvent(reader, int(rng.choice(books[:200])), 5, int(time.time() * 1000))
             probes.sent(reader, time.monotonic())
             probed += 1
@@ -129,13 +142,14 @@ def main() -> int:
     config = load_config()
     model, users = current_readers(config)
     books = np.asarray(model.book_ids)
-    first = 900_000_000 + int(time.time()) % 100_000 * 1000  # new readers, unique per run
+    # Readers never seen before: a block of 10,000 ids of its own per run (one run a second at most).
+    block = 900_000_000 + int(time.time()) % 100_000 * 10_000
+    new_readers = iter(range(block, block + 10_000))
     results = []
     with service_key(config, "speed-api-benchmark") as key, gunicorn(args.port, args.workers, 1):
-        for i, rate in enumerate(args.rates):
-            warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
-            _run(config, args.port, key, users, books, rate, warm, first + 2 * i * 100_000)
-            row = _run(config, args.port, key, users, books, rate, args, first + (2 * i + 1) * 100_000)
+        for rate in args.rates:
+            _run(config, args.port, key, users, books, rate, args.warmup, args, new_readers)
+            row = _run(config, args.port, key, users, books, rate, args.seconds, args, new_readers)
             row.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), workers=args.workers)
             print(json.dumps(row), flush=True)
             results.append(row)

@@ -33,8 +33,8 @@ class PrincipalCache:
     a new key works at once everywhere, a revoked one is refused by every worker within `ttl_s`.
     """
 
-    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
-        self.ttl_s, self.size = ttl_s, size
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Principal]] = {}
 
     def get(self, token: str) -> Principal | None:
@@ -42,9 +42,7 @@ class PrincipalCache:
         return entry[1] if entry and time.monotonic() - entry[0] < self.ttl_s else None
 
     def put(self, token: str, principal: Principal) -> None:
-        if self.ttl_s > 0 and principal.kind == "key":
-            if len(self._entries) >= self.size:
-                self._entries.clear()
+        if self.ttl_s > 0 and principal.kind == "key":  # valid keys only: as many entries as keys
             self._entries[token] = (time.monotonic(), principal)
 
 

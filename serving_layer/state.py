@@ -131,7 +131,7 @@ class ServingState:
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
         self._reload_lock = threading.Lock()  # held by the one thread that loads a generation
-        self._lock = threading.Lock()  # the producer's
+        self._producer_lock = threading.Lock()
         self._producer: RatingProducer | None = None
 
     def snapshot(self) -> Snapshot | None:
@@ -192,7 +192,7 @@ class ServingState:
             return work(conn)
 
     def producer(self) -> RatingProducer:
-        with self._lock:
+        with self._producer_lock:
             if self._producer is None:
                 self._producer = RatingProducer(self.config)
             return self._producer
