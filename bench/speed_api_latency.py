@@ -91,7 +91,7 @@ def _run(
     new_readers: Iterator[int],
 ) -> dict:
     rng = np.random.default_rng(int(rate * 1000 + seconds))
-    producer = kafka_producer(config, acks=1, linger_ms=0)
+    producer = kafka_producer(config, linger_ms=0)
     probes = Probes(port, key, args.poll_ms / 1000)
     topic = config.kafka.ratings_topic
     sent = probed = 0

@@ -38,7 +38,7 @@ from readnext.views import SpeedView  # noqa: E402
 
 def _measure(config, users: np.ndarray, books: np.ndarray, rate: float, seconds: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    producer = kafka_producer(config, acks=1, linger_ms=0)
+    producer = kafka_producer(config, linger_ms=0)
     pending: dict[int, dict[int, int]] = {}  # user -> {ts_ms: send_ms}
     latencies: list[float] = []
     lock = threading.Lock()

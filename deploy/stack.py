@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from deploy import prometheus
@@ -487,9 +487,17 @@ class Stack:
                 time.sleep(0.5)
             echo(f"{svc.name}: ready at {svc.address} in {time.monotonic() - t0:.1f} s")
 
-    def stop(self, echo: Callable[[str], None] = print, timeout_s: float = 60) -> None:
-        """Stop the processes this stack started (from their pid files), newest first."""
+    def stop(self, echo: Callable[[str], None] = print, timeout_s: float = 60, names: Collection[str] = ()) -> None:
+        """Stop the processes this stack started (from their pid files), newest first; only `names` if given.
+
+        `start` then starts again just what was stopped: a restart of one server, as the fault tests do.
+        """
+        unknown = set(names) - {s.name for s in self.services}
+        if unknown:
+            raise StackError(f"no such service: {', '.join(sorted(unknown))}")
         for svc in reversed(self.services):
+            if names and svc.name not in names:
+                continue
             pid = svc.pid()
             if pid is None:
                 svc.pid_file.unlink(missing_ok=True)
@@ -543,6 +551,7 @@ def layers_status(config: Config) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("services", nargs="*", help="stop: only these (start then starts them again)")
     args = parser.parse_args(argv)
     stack = Stack(load_config())
     try:
@@ -551,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
             init(stack.config)
             print("topics and HBase tables: in place (python -m deploy.init)")
         elif args.command == "stop":
-            stack.stop()
+            stack.stop(names=args.services)
         else:
             down = 0
             for name, pid, address in stack.status():

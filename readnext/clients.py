@@ -17,8 +17,12 @@ def kafka_admin(config: Config, **overrides: Any) -> KafkaAdminClient:
 
 
 def kafka_producer(config: Config, **overrides: Any) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement: a rating is never lost silently."""
-    settings: dict[str, Any] = {"acks": "all", "retries": 5, "linger_ms": 5, "client_id": "readnext"}
+    """A producer that waits for the broker's acknowledgement: a rating is never lost silently.
+
+    Idempotent, so its retries across a broker restart never write a record twice; it retries
+    until its delivery timeout rather than a count of attempts.
+    """
+    settings: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5, "client_id": "readnext"}
     settings.update(overrides)
     return KafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, **settings)
 

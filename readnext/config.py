@@ -32,6 +32,7 @@ class KafkaConfig:
     bootstrap_servers: str
     ratings_topic: str
     dead_letter_topic: str
+    send_timeout_s: float
 
 
 @dataclasses.dataclass(frozen=True)

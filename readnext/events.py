@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from readnext.clients import kafka_admin, kafka_producer
 from readnext.config import Config
@@ -203,9 +205,40 @@ class RatingProducer:
     """Posts rating events to the ratings topic, keyed by user; `send` returns once Kafka has it."""
 
     def __init__(self, config: Config) -> None:
+        self.config = config
         self.topic = config.kafka.ratings_topic
-        # Fail fast when Kafka is away: the caller answers "retry later" instead of hanging.
-        self.producer = kafka_producer(config, max_block_ms=10_000)
+        self.timeout_s = config.kafka.send_timeout_s
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+
+    def _current(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                # Fail fast when Kafka is away: the caller answers "retry later" instead of hanging,
+                # and a record given up is expired in the producer too, never sent later.
+                bound_ms, linger_ms = int(self.timeout_s * 1000), 5
+                self._producer = kafka_producer(
+                    self.config,
+                    max_block_ms=bound_ms,
+                    bootstrap_timeout_ms=bound_ms,
+                    linger_ms=linger_ms,
+                    request_timeout_ms=bound_ms - linger_ms,
+                    delivery_timeout_ms=bound_ms,
+                )
+            return self._producer
+
+    def _abandon(self, producer: KafkaProducer) -> None:
+        """Drop a producer whose delivery failed; the next send starts a new one.
+
+        After a delivery timeout an idempotent producer cannot know whether the broker wrote the
+        record (KAFKA-14397), and kafka-python then holds that partition's later records for good:
+        measured here, every send timed out after a 10 s broker restart. A new producer has a new
+        producer id and starts clean.
+        """
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        producer.close(timeout=0)
 
     def send(
         self,
@@ -214,21 +247,28 @@ class RatingProducer:
         rating: int,
         ts_ms: int | None = None,
         writer: str | None = None,
-        timeout_s: float = 10,
     ) -> str:
         """Validate, send and wait for the broker's acknowledgement; returns the event id."""
         ts_ms = ts_ms if ts_ms is not None else now_ms()
         event = parse_event({"user_id": user_id, "book_id": book_id, "rating": rating, "ts": ts_ms})
         event = RatingEvent(event.user_id, event.book_id, event.rating, event.ts_ms, uuid.uuid4().hex, writer)
-        self.producer.send(self.topic, key=str(user_id).encode(), value=event.to_json()).get(timeout=timeout_s)
+        producer = self._current()
+        try:
+            producer.send(self.topic, key=str(user_id).encode(), value=event.to_json()).get(timeout=self.timeout_s + 1)
+        except KafkaError:
+            self._abandon(producer)
+            raise
         return event.event_id or ""
 
     def send_raw(self, key: bytes | None, value: bytes) -> None:
         """Send bytes as they are (replays and tests of the dead-letter path)."""
-        self.producer.send(self.topic, key=key, value=value)
+        self._current().send(self.topic, key=key, value=value)
 
     def flush(self) -> None:
-        self.producer.flush()
+        self._current().flush()
 
     def close(self) -> None:
-        self.producer.close()
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close()

@@ -29,6 +29,7 @@ from readnext.config import PROJECT_ROOT, Config, load_config, sandbox_env
 from readnext.events import StreamEvent
 from readnext.views import SpeedView
 from serving_layer.app import create_app
+from speed_layer import stream
 from speed_layer.view import update_readers
 from tests.data import taste_ratings, write_books, write_ratings
 
@@ -172,6 +173,31 @@ def speed_rows(served: Served) -> Iterator[Callable[[dict[int, list[StreamEvent]
         for user in written:
             out.delete(user)
     conn.close()
+
+
+@pytest.fixture
+def live(stack, spark, hive_db, config, tmp_path, unique_name):
+    """A current generation on small data, then the streaming job on topics of the test's own."""
+    config = dataclasses.replace(
+        config,
+        kafka=dataclasses.replace(
+            config.kafka, ratings_topic=f"{unique_name}-ratings", dead_letter_topic=f"{unique_name}-dead"
+        ),
+        hbase=dataclasses.replace(config.hbase, table_prefix=unique_name),
+        artifacts=dataclasses.replace(config.artifacts, uri=str(tmp_path / "artifacts")),
+        model=dataclasses.replace(config.model, rank=8, iterations=6),
+        batch=dataclasses.replace(config.batch, evaluate=False, top_n=10, similar_k=3),
+        speed=dataclasses.replace(config.speed, checkpoint_dir=tmp_path / "checkpoints", master_trigger_s=1, top_n=10),
+    )
+    rows = taste_ratings(seed=21, users=60, books=80, per_user=15)
+    ingest(spark, DataFiles(write_ratings(tmp_path / "r.csv", rows), write_books(tmp_path / "b.csv", books=90)))
+    build_generation(spark, config)
+    job = stream.StreamingJob(spark, config).start()
+    yield config, rows, job
+    failures = job.failures()
+    job.stop()
+    drop_sandbox(config)
+    assert not failures, failures
 
 
 def drop_sandbox(config: Config) -> None:

@@ -9,41 +9,12 @@ import numpy as np
 import pytest
 
 from batch_layer.generation import build_generation
-from batch_layer.ingest import DataFiles, ingest
 from readnext import artifacts
 from readnext.clients import hbase_connection, kafka_consumer, kafka_producer
 from readnext.events import EARLIEST_TS_MS, RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
-from speed_layer import stream
-from tests.conftest import drop_sandbox
-from tests.data import taste_ratings, write_books, write_ratings
 from tests.waiting import committed_events, master_timeout, wait_for
-
-
-@pytest.fixture
-def live(stack, spark, hive_db, config, tmp_path, unique_name):
-    """A current generation on small data, then the streaming job on topics of the test's own."""
-    config = dataclasses.replace(
-        config,
-        kafka=dataclasses.replace(
-            config.kafka, ratings_topic=f"{unique_name}-ratings", dead_letter_topic=f"{unique_name}-dead"
-        ),
-        hbase=dataclasses.replace(config.hbase, table_prefix=unique_name),
-        artifacts=dataclasses.replace(config.artifacts, uri=str(tmp_path / "artifacts")),
-        model=dataclasses.replace(config.model, rank=8, iterations=6),
-        batch=dataclasses.replace(config.batch, evaluate=False, top_n=10, similar_k=3),
-        speed=dataclasses.replace(config.speed, checkpoint_dir=tmp_path / "checkpoints", master_trigger_s=1, top_n=10),
-    )
-    rows = taste_ratings(seed=21, users=60, books=80, per_user=15)
-    ingest(spark, DataFiles(write_ratings(tmp_path / "r.csv", rows), write_books(tmp_path / "b.csv", books=90)))
-    build_generation(spark, config)
-    job = stream.StreamingJob(spark, config).start()
-    yield config, rows, job
-    failures = job.failures()
-    job.stop()
-    drop_sandbox(config)
-    assert not failures, failures
 
 
 def _master_rows(spark, config, job, produced: int) -> int:

@@ -1,0 +1,124 @@
+"""Servers of the stack restarted under load (issue 14): nothing acknowledged is lost, nothing doubles, no 5xx.
+
+Each test stops one server the stack started (by its pid file) and starts it again with
+`Stack.start`, which waits until it answers; they run after the other stack tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from deploy.init import init
+from deploy.stack import Stack
+from readnext.accounts import Tokens
+from readnext.clients import hbase_connection
+from readnext.views import SpeedView
+from serving_layer.app import create_app
+from tests.test_stream import _master_rows
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.stack_lifecycle
+
+
+class Poster:
+    """A thread posting distinct ratings through POST /api/v1/ratings at a steady rate; every answer kept."""
+
+    def __init__(self, app, headers: dict[str, str], pairs: list[tuple[int, int]], rate: float) -> None:
+        self.app, self.headers, self.pairs, self.every = app, headers, pairs, 1 / rate
+        self.answers: list[tuple[tuple[int, int, int], int, float]] = []  # (rating, status, seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._post, daemon=True)
+
+    def _post(self) -> None:
+        client = self.app.test_client()
+        rng = np.random.default_rng(5)
+        for user, book in self.pairs:
+            if self._stop.is_set():
+                return
+            rating = (user, book, int(rng.integers(1, 6)))
+            t0 = time.monotonic()
+            answer = client.post(
+                "/api/v1/ratings",
+                json={"user_id": user, "book_id": book, "rating": rating[2]},
+                headers=self.headers,
+            )
+            took = time.monotonic() - t0
+            self.answers.append((rating, answer.status_code, took))
+            time.sleep(max(0.0, self.every - took))
+
+    def statuses(self) -> Counter[int]:
+        return Counter(status for _, status, _ in self.answers)
+
+    def accepted(self) -> list[tuple[int, int, int]]:
+        return [rating for rating, status, _ in self.answers if status == 202]
+
+    def __enter__(self) -> Poster:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def _restart(stack: Stack, name: str, down_s: float) -> None:
+    """Stop one server of the stack, keep it down `down_s` seconds, start it again and wait until it answers."""
+    stack.stop(names=[name], echo=lambda _: None)
+    time.sleep(down_s)
+    stack.start(echo=lambda _: None)
+
+
+def test_kafka_restart_while_ratings_are_posted(stack, live, spark):
+    """Every 202 is in the master dataset once and in the reader's speed row; the outage answers 503 in time."""
+    config, rows, job = live
+    config = dataclasses.replace(config, limits=dataclasses.replace(config.limits, enabled=False))
+    init(config)  # the accounts' and tokens' tables
+    conn = hbase_connection(config)
+    headers = {"Authorization": f"Bearer {Tokens(conn, config).issue_key('faults', {'ratings:write'})}"}
+    app = create_app(config)
+    known = {(u, b) for u, b, _ in rows}
+    pairs = [(u, b) for u in range(1, 61) for b in range(1, 81) if (u, b) not in known]
+    np.random.default_rng(3).shuffle(pairs)
+    with Poster(app, headers, pairs, rate=10) as poster:
+        wait_for(lambda: poster.statuses()[202] >= 30, "30 ratings accepted before the restart")
+        _restart(stack, "kafka", down_s=10)
+        after = poster.statuses()[202]
+        wait_for(lambda: poster.statuses()[202] >= after + 30, "30 ratings accepted after the restart", 120)
+    statuses = poster.statuses()
+    assert set(statuses) <= {202, 503}, statuses
+    assert statuses[503] >= 1, "the outage was seen by the API"
+    bound = config.kafka.send_timeout_s + 1
+    slow = [took for _, status, took in poster.answers if status == 503 and took > bound]
+    assert not slow, f"503s must come within {bound} s: {slow}"
+
+    accepted = poster.accepted()
+    refused = {rating for rating, status, _ in poster.answers if status == 503}
+    speed = SpeedView(conn, config)
+    by_user: dict[int, set[tuple[int, int]]] = {}
+    for user, book, rating in accepted:
+        by_user.setdefault(user, set()).add((book, rating))
+
+    def in_speed_view() -> bool:
+        events = speed.events(by_user)
+        return all(wanted <= {(b, r) for _, _, b, r, _ in events.get(u, [])} for u, wanted in by_user.items())
+
+    wait_for(in_speed_view, "every accepted rating in its reader's speed row", 180)
+    for user, events in speed.events(by_user).items():
+        origins = [(origin, offset) for origin, offset, *_ in events]
+        assert len(origins) == len(set(origins)), f"reader {user}: an event applied twice"
+    conn.close()
+
+    stored_count = _master_rows(spark, config, job, produced=len(accepted))
+    stored = Counter(
+        (r.user_id, r.book_id, r.rating) for r in spark.table("ratings").where("source = 'stream'").collect()
+    )
+    assert stored_count == sum(stored.values())
+    assert all(stored[rating] == 1 for rating in accepted), "every accepted rating stored exactly once"
+    assert set(stored) <= set(accepted) | refused, "nothing stored that was not posted"
+    assert all(n == 1 for n in stored.values()), "no rating doubled"
