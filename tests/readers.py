@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,14 +11,14 @@ from flask import Flask
 
 from tests.waiting import wait_for
 
-Answer = tuple[int, str | None]
+Answer = tuple[int, str | None, str]  # status, generation, source ("popular" with a notice: degraded)
 
 
 class Readers:
     """Threads asking for reader 7's recommendations until the block ends; every answer kept.
 
-    `by_thread` holds each thread's generations in the order answered, `failures` every answer
-    that was not a 200 (status, body).
+    `by_thread` holds each thread's generations in the order answered, `sources` every 200's
+    (time.monotonic(), source), `failures` every answer that was not a 200 (status, body).
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class Readers:
         self.app, self.headers, self.path = app, headers, path
         self.by_thread: list[list[str | None]] = [[] for _ in range(threads)]
         self.failures: list[tuple[int, Any]] = []
+        self.sources: list[tuple[float, str]] = []
         self._last: Answer | None = None
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._ask, args=(k,), daemon=True) for k in range(threads)]
@@ -37,9 +39,10 @@ class Readers:
             if answer.status_code != 200:
                 self.failures.append((answer.status_code, answer.get_data(as_text=True)[:300]))
                 continue
-            generation = answer.json["generation"]
+            generation, source = answer.json["generation"], answer.json["source"]
             self.by_thread[k].append(generation)
-            self._last = (answer.status_code, generation)
+            self.sources.append((time.monotonic(), source))
+            self._last = (answer.status_code, generation, source)
 
     def until(self, done: Callable[[Answer], bool], timeout: float = 120) -> Answer:
         """Wait for an answer that `done` accepts."""

@@ -16,10 +16,14 @@ import pytest
 
 from deploy.init import init
 from deploy.stack import Stack
+from readnext import artifacts
 from readnext.accounts import Tokens
 from readnext.clients import hbase_connection
-from readnext.views import SpeedView
+from readnext.events import RatingProducer
+from readnext.model import ModelHolder
+from readnext.views import GenerationViews, SpeedView
 from serving_layer.app import create_app
+from tests.readers import Readers
 from tests.test_stream import _master_rows
 from tests.waiting import wait_for
 
@@ -122,3 +126,49 @@ def test_kafka_restart_while_ratings_are_posted(stack, live, spark):
     assert all(stored[rating] == 1 for rating in accepted), "every accepted rating stored exactly once"
     assert set(stored) <= set(accepted) | refused, "nothing stored that was not posted"
     assert all(n == 1 for n in stored.values()), "no rating doubled"
+
+
+def test_hbase_and_thrift_restart_under_serving_load(stack, live):
+    """Readers get popular books with a notice while HBase is away, personal ones after; no 5xx; speed rows exact."""
+    config, rows, job = live
+    init(config)
+    conn = hbase_connection(config)
+    reader = {"Authorization": f"Bearer {Tokens(conn, config).issue_reader(7)}"}
+    conn.close()
+    known = {(u, b) for u, b, _ in rows}
+    rng = np.random.default_rng(11)
+    sent = [(u, b, int(rng.integers(1, 6))) for u in range(1, 21) for b in range(1, 81) if (u, b) not in known][::9]
+    before, during = sent[: len(sent) // 2], sent[len(sent) // 2 :]
+    producer = RatingProducer(config)
+    with Readers(create_app(config), reader, threads=2) as readers:
+        for user, book, rating in before:
+            producer.send(user, book, rating)
+        stack.stop(names=["hbase", "thrift"], echo=lambda _: None)
+        for user, book, rating in during:  # the speed job's writes meet HBase away
+            producer.send(user, book, rating)
+        readers.until(lambda answer: answer[2] == "popular")
+        stack.start(echo=lambda _: None)
+        back = time.monotonic()
+        readers.until(lambda answer: answer[2] != "popular", timeout=120)
+    producer.close()
+    assert readers.failures == [], "every answer during the restart is a 200"
+    personal_again = next(t for t, source in readers.sources if t > back and source != "popular")
+    assert personal_again - back < config.hbase.timeout_ms / 1000, "personal answers within HBase's timeout"
+
+    conn = hbase_connection(config)
+    speed = SpeedView(conn, config)
+    per_user = Counter(u for u, _, _ in sent)
+    wait_for(
+        lambda: {u: len(events) for u, events in speed.events(per_user).items()} == dict(per_user),
+        "every rating sent in its reader's speed row",
+        180,
+    )
+    holder = ModelHolder(artifacts.open_store(config))
+    holder.refresh()
+    views = GenerationViews(conn, config, holder.model.generation)
+    for user in per_user:
+        batch = views.reader(user)
+        history = batch.history() if batch else {}
+        history.update({b: r for u, b, r in sent if u == user})
+        assert np.allclose(speed.reader(user).vector, holder.model.fold_in(history), atol=1e-5), f"reader {user}"
+    conn.close()
