@@ -214,12 +214,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from batch_layer import stages
     from readnext import logs
-    from readnext.spark import get_spark
+    from readnext.spark import MetastoreUnavailable, get_spark, require_metastore
 
     config = load_config()
     if args.command == "serve":  # the long-running one: its lines in the configured format
         logs.configure(config)
         logging.getLogger("kafka").setLevel(logging.WARNING)
+    else:  # the service waits for the metastore at each check; a one-off run refuses to start
+        try:
+            require_metastore(config)
+        except MetastoreUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     stages.remember_durations(config.stack.state_dir / "run" / f"stage-seconds-{config.hbase.table_prefix}.json")
     spark = get_spark(config, app_name=f"readnext-batch-{args.command}")
     try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from batch_layer import metrics
 from readnext import artifacts
 from readnext.config import Config
+from readnext.spark import MetastoreUnavailable, require_metastore
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -131,7 +132,10 @@ class BatchService:
         while not stop.is_set():
             started = time.monotonic()
             try:
+                require_metastore(self.config)
                 self.tick()
+            except MetastoreUnavailable as e:
+                log.warning("batch service: %s; checking again in %s s", e, self.config.batch.check_s)
             except Exception:
                 log.exception("batch service: checking for new ratings failed; trying again later")
             stop.wait(max(0.0, self.config.batch.check_s - (time.monotonic() - started)))

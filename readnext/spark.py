@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,36 @@ if TYPE_CHECKING:
 
 class SparkSetupError(RuntimeError):
     """Spark cannot be configured as asked (for example the connector jars were never fetched)."""
+
+
+class MetastoreUnavailable(RuntimeError):
+    """The configured Hive metastore server does not answer."""
+
+
+_METASTORE_ADDRESS = re.compile(r"^(?:thrift|jdbc:derby)://([^:/]+):(\d+)")
+
+
+def require_metastore(config: Config, timeout_s: float = 3) -> None:
+    """Refuse early, in one line, when the metastore server is away.
+
+    Without this a Spark job meets it at its first table access, after Spark's start-up, with
+    thousands of lines of Java traces that end in "Unable to instantiate SessionHiveMetaStoreClient".
+    An embedded metastore (no server) always passes.
+    """
+    sc = config.spark
+    url = sc.metastore_uri or sc.metastore_jdbc_url
+    match = _METASTORE_ADDRESS.match(url)
+    if match is None:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        setting = "metastore_uri" if sc.metastore_uri else "metastore_jdbc_url"
+        raise MetastoreUnavailable(
+            f"the Hive metastore at {host}:{port} does not answer ({e.strerror or e}); start it "
+            f"(deploy/stack start) or point [spark] {setting} at one that runs"
+        ) from None
 
 
 def connector_jars(config: Config) -> list[Path]:

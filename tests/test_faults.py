@@ -7,6 +7,8 @@ Each test stops one server the stack started (by its pid file) and starts it aga
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,13 +21,14 @@ from deploy.stack import Stack
 from readnext import artifacts
 from readnext.accounts import Tokens
 from readnext.clients import hbase_connection
+from readnext.config import PROJECT_ROOT
 from readnext.events import RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
 from serving_layer.app import create_app
 from tests.readers import Readers
 from tests.test_stream import _master_rows
-from tests.waiting import wait_for
+from tests.waiting import committed_events, wait_for
 
 pytestmark = pytest.mark.stack_lifecycle
 
@@ -172,3 +175,42 @@ def test_hbase_and_thrift_restart_under_serving_load(stack, live):
         history.update({b: r for u, b, r in sent if u == user})
         assert np.allclose(speed.reader(user).vector, holder.model.fold_in(history), atol=1e-5), f"reader {user}"
     conn.close()
+
+
+def test_metastore_away_while_the_master_query_runs(stack, live, spark, tmp_path):
+    """Events sent while Derby is down reach the master dataset once it is back, exactly once; a batch run refuses."""
+    config, rows, job = live
+    known = {(u, b) for u, b, _ in rows}
+    rng = np.random.default_rng(13)
+    sent = [(u, b, int(rng.integers(1, 6))) for u in range(1, 31) for b in range(1, 81) if (u, b) not in known][::11]
+    before, during = sent[: len(sent) // 3], sent[len(sent) // 3 :]
+    producer = RatingProducer(config)
+    for rating in before:
+        producer.send(*rating)
+    assert _master_rows(spark, config, job, produced=len(before)) == len(before)
+    stack.stop(names=["metastore"], echo=lambda _: None)
+    try:
+        for rating in during:
+            producer.send(*rating)
+        refused = subprocess.run(
+            [sys.executable, "-m", "batch_layer", "run", "--data", str(tmp_path)],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        time.sleep(3 * config.speed.master_trigger_s)  # master micro-batches meet the metastore away
+        held = committed_events(config.speed.checkpoint_dir / "master")
+    finally:
+        stack.start(echo=lambda _: None)
+    producer.close()
+    assert held == len(before), "no micro-batch is committed while its events cannot be stored"
+    assert refused.returncode == 1
+    assert "the Hive metastore at 127.0.0.1:" in refused.stderr and "does not answer" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(refused.stderr.splitlines()) < 5, refused.stderr[-2000:]
+
+    assert _master_rows(spark, config, job, produced=len(sent)) == len(sent)
+    stored = Counter(
+        (r.user_id, r.book_id, r.rating) for r in spark.table("ratings").where("source = 'stream'").collect()
+    )
+    assert stored == Counter(sent), "every event stored exactly once"
