@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from batch_layer import stages
     from readnext import logs
-    from readnext.spark import MetastoreUnavailable, get_spark, require_metastore
+    from readnext.spark import MetastoreUnavailable, get_spark, require_metastore, stop_spark
 
     config = load_config()
     if args.command == "serve":  # the long-running one: its lines in the configured format
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return SPARK_COMMANDS[args.command](spark, config, args)
     finally:
-        spark.stop()
+        stop_spark(spark)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def main() -> int:
 
     os.environ.update(sandbox_env(work, "bench_als"))
     os.environ["READNEXT_SPARK_DRIVER_MEMORY"] = args.driver_memory
-    from readnext.spark import get_spark
+    from readnext.spark import get_spark, stop_spark
 
     config = load_config()
     model = config.model
@@ -70,7 +70,7 @@ def main() -> int:
         t0 = time.perf_counter()
         fit_als(frame, model).userFactors.count()
         spark_s.append(time.perf_counter() - t0)
-    spark.stop()
+    stop_spark(spark)
     result = {
         "label": args.label,
         "ratings": int(len(data)),

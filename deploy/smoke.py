@@ -10,7 +10,7 @@ from kafka.admin import NewTopic
 
 from readnext.clients import hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
 from readnext.config import Config, load_config
-from readnext.spark import get_spark, read_kafka_topic
+from readnext.spark import get_spark, read_kafka_topic, stop_spark
 
 
 def check_kafka(config: Config, topic: str) -> str:
@@ -49,7 +49,7 @@ def check_spark(config: Config, topic: str) -> str:
     spark.sql(f"INSERT INTO smoke_check VALUES ({int(time.time())})")
     hive_rows = spark.table("smoke_check").count()
     kafka_rows = read_kafka_topic(spark, config, topic).count()
-    spark.stop()
+    stop_spark(spark)
     return f"Spark read {hive_rows} row(s) from Hive table smoke_check and {kafka_rows} record(s) from Kafka"
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from deploy import prometheus
 from deploy.init import init
 from readnext import artifacts
-from readnext.config import Config, load_config
+from readnext.config import PROJECT_ROOT, Config, load_config
 from readnext.metrics import query_prometheus
 
 # The flags HBase's own launcher (bin/hbase) adds on JDK 17.
@@ -178,20 +178,29 @@ class Service:
         return pid if _pid_alive(pid) else None
 
     def launch(self) -> int:
+        """Start the process, its output written through `deploy.rotate` (it ends when the process does)."""
         self.prepare()
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.state_dir,
-                start_new_session=True,
-            )
+        rotate = subprocess.Popen(
+            [sys.executable, "-m", "deploy.rotate", str(self.log_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # holding the caller's stderr would keep `deploy/stack start | ...` open
+            cwd=PROJECT_ROOT,
+            start_new_session=True,
+        )
+        assert rotate.stdin is not None
+        rotate.stdin.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}\n".encode())
+        rotate.stdin.flush()
+        proc = subprocess.Popen(
+            self.command,
+            stdout=rotate.stdin,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.state_dir,
+            start_new_session=True,
+        )
+        rotate.stdin.close()  # the service holds the pipe now
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 

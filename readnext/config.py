@@ -172,6 +172,8 @@ class ServingConfig:
 class LoggingConfig:
     format: str
     level: str
+    max_bytes: int
+    backups: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,4 +328,5 @@ def sandbox_env(folder: Path, name: str, derby_port: int = 1527) -> dict[str, st
         ENV_PREFIX + "KAFKA_RATINGS_TOPIC": f"{name}-ratings",
         ENV_PREFIX + "KAFKA_DEAD_LETTER_TOPIC": f"{name}-dead",
         ENV_PREFIX + "SPEED_CHECKPOINT_DIR": str(folder / "checkpoints"),
+        ENV_PREFIX + "SPARK_CHECKPOINT_DIR": str(folder / "spark-checkpoints"),
     }

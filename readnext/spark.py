@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def derby_client_jars(config: Config) -> list[Path]:
 
 
 LOG4J2 = """# Written by readnext.spark for each application: the console shows {level} and above,
-# {log} keeps everything at INFO.
+# {log} keeps everything at INFO, rotated like every log of the stack ([logging]).
 status = error
 appender.console.type = Console
 appender.console.name = console
@@ -79,12 +80,19 @@ appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{{HH:mm:ss}} %p %c{{1}}: %m%n
 appender.console.filter.threshold.type = ThresholdFilter
 appender.console.filter.threshold.level = {level}
-appender.file.type = File
+appender.file.type = RollingFile
 appender.file.name = file
 appender.file.fileName = {log}
+appender.file.filePattern = {log}.%i
 appender.file.append = false
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = %d{{ISO8601}} %p %c: %m%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = {max_bytes}
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.fileIndex = min
+appender.file.strategy.max = {backups}
 rootLogger.level = info
 rootLogger.appenderRef.console.ref = console
 rootLogger.appenderRef.file.ref = file
@@ -97,7 +105,14 @@ def log4j2_file(config: Config, app_name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = config.stack.state_dir / "spark" / f"log4j2-{app_name}.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(LOG4J2.format(level=config.spark.log_level.upper(), log=folder / f"spark-{app_name}.log"))
+    path.write_text(
+        LOG4J2.format(
+            level=config.spark.log_level.upper(),
+            log=folder / f"spark-{app_name}.log",
+            max_bytes=config.logging.max_bytes,
+            backups=config.logging.backups,
+        )
+    )
     return path
 
 
@@ -121,6 +136,9 @@ def spark_conf(config: Config, app_name: str = "readnext") -> dict[str, str]:
         # the same for the driver, whose environment local-mode executors share).
         "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
         "spark.executorEnv.OMP_NUM_THREADS": "1",
+        # ALS checkpoints its factors every [model] checkpoint_interval iterations; delete each
+        # checkpoint once its RDD is garbage-collected instead of keeping them all until the end.
+        "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
     }
     java_options = [f"-Dlog4j2.configurationFile=file:{log4j2_file(config, app_name)}"]
     if sc.metastore_uri:
@@ -158,9 +176,45 @@ def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.enableHiveSupport().getOrCreate()
-    spark.sparkContext.setCheckpointDir(local_or_uri(config.spark.checkpoint_dir))
+    spark.sparkContext.setCheckpointDir(_checkpoint_dir(config))
     log.info("Spark %s (%s): BLAS %s", spark.version, spark.sparkContext.master, blas_name(spark))
     return spark
+
+
+def _checkpoint_dir(config: Config) -> str:
+    """This application's checkpoint folder, `<checkpoint_dir>/app-<pid>`.
+
+    `stop_spark` removes it; a killed application cannot, so local folders of processes that are
+    gone are removed here, before a new one is made (on a cluster file system, the operator's job).
+    """
+    base = local_or_uri(config.spark.checkpoint_dir)
+    if "://" not in base and Path(base).is_dir():
+        for folder in Path(base).glob("app-*"):
+            pid = folder.name.removeprefix("app-")
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+    return f"{base.rstrip('/')}/app-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_spark(spark: SparkSession) -> None:
+    """Stop the session and delete its RDD checkpoints (ALS's), which Spark leaves behind for good."""
+    sc = spark.sparkContext
+    folder = sc.getCheckpointDir()
+    if folder:
+        jvm = sc._jvm
+        path = jvm.org.apache.hadoop.fs.Path(folder).getParent()  # Spark adds a folder of its own
+        path.getFileSystem(sc._jsc.hadoopConfiguration()).delete(path, True)
+    spark.stop()
 
 
 def read_kafka_topic(spark: SparkSession, config: Config, topic: str) -> DataFrame:

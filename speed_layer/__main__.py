@@ -54,7 +54,7 @@ def _stream(config: Config, only: str | None) -> int:
 
     if only is None:  # before any metric exists: both processes count into this folder
         metrics.multiprocess_folder(config, "speed")
-    from readnext.spark import get_spark
+    from readnext.spark import get_spark, stop_spark
     from speed_layer.stream import run
 
     log = logging.getLogger("speed_layer")
@@ -94,7 +94,7 @@ def _stream(config: Config, only: str | None) -> int:
         if child is not None and child.poll() is None:
             child.terminate()
             child.wait(timeout=120)
-        spark.stop()
+        stop_spark(spark)
     return 0
 
 

@@ -82,12 +82,12 @@ def stack(config: Config) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def spark(config: Config, stack: Stack):
-    from readnext.spark import get_spark
+    from readnext.spark import get_spark, stop_spark
 
     session = get_spark(config, app_name="readnext-tests")
     session.sparkContext.setLogLevel("ERROR")
     yield session
-    session.stop()
+    stop_spark(session)
 
 
 @pytest.fixture

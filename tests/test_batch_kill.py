@@ -22,7 +22,7 @@ KILL_AT = ("train ALS", "write HBase views", "make generation current")
 LEFT_IN_HIVE = """
 import json
 from readnext.config import load_config
-from readnext.spark import get_spark
+from readnext.spark import get_spark, stop_spark
 from readnext.views import HIVE_VIEWS
 spark = get_spark(load_config(), app_name="left-in-hive")
 found = []
@@ -30,7 +30,7 @@ for table in HIVE_VIEWS:
     found += [r[0].split("=", 1)[1] for r in spark.sql(f"SHOW PARTITIONS {table}").collect()]
 found += [r.generation for r in spark.table("generations").collect()]
 print("FOUND=" + json.dumps(sorted(set(found))))
-spark.stop()
+stop_spark(spark)
 """
 
 
@@ -83,6 +83,8 @@ def test_killed_batch_runs_leave_the_previous_generation_serving_and_the_next_ru
 
         second = _batch(env, "train")
         assert artifacts.current_generation(store) == second
+        left = list((tmp_path / "spark-checkpoints").glob("app-*"))
+        assert left == [], "each run removes its RDD checkpoints, and a killed run's are removed by the next"
         assert sorted(artifacts.list_generations(store)) == [first, second]
         conn = hbase_connection(config)
         try:

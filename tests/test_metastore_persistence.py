@@ -12,7 +12,7 @@ from readnext.config import PROJECT_ROOT, sandbox_env
 SCRIPT = """
 import json, sys
 from readnext.config import load_config
-from readnext.spark import get_spark
+from readnext.spark import get_spark, stop_spark
 spark = get_spark(load_config(), app_name="metastore-persistence")
 if sys.argv[1] == "write":
     spark.sql("CREATE TABLE books_seen (book_id INT, title STRING) STORED AS PARQUET")
@@ -20,7 +20,7 @@ if sys.argv[1] == "write":
 else:
     rows = spark.sql("SELECT book_id, title FROM books_seen ORDER BY book_id").collect()
     print("ROWS=" + json.dumps([list(r) for r in rows]))
-spark.stop()
+stop_spark(spark)
 """
 
 

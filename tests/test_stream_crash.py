@@ -26,12 +26,12 @@ from tests.waiting import committed_events, wait_for
 READ_MASTER = """
 import json
 from readnext.config import load_config
-from readnext.spark import get_spark
+from readnext.spark import get_spark, stop_spark
 spark = get_spark(load_config(), app_name="read-master")
 stream = spark.table("ratings").where("source = 'stream'")
 rows = stream.select("origin", "seq", "user_id", "book_id", "rating").collect()
 print("ROWS=" + json.dumps([list(r) for r in rows]))
-spark.stop()
+stop_spark(spark)
 """
 
 
