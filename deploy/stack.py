@@ -29,6 +29,7 @@ from deploy.init import init
 from readnext import artifacts
 from readnext.config import PROJECT_ROOT, Config, load_config
 from readnext.metrics import query_prometheus
+from readnext.processes import pid_alive
 
 # The flags HBase's own launcher (bin/hbase) adds on JDK 17.
 HBASE_JDK17_FLAGS = [
@@ -113,20 +114,6 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
-    except OSError:
-        return True
-    return state != "Z"
-
-
 def _site_xml(props: dict[str, str]) -> str:
     rows = "".join(f"  <property><name>{k}</name><value>{v}</value></property>\n" for k, v in props.items())
     return f'<?xml version="1.0"?>\n<configuration>\n{rows}</configuration>\n'
@@ -175,7 +162,7 @@ class Service:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def launch(self) -> int:
         """Start the process, its output written through `deploy.rotate` (it ends when the process does)."""
@@ -514,11 +501,11 @@ class Stack:
                 continue
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-                while _pid_alive(pid):
+                while pid_alive(pid):
                     time.sleep(0.1)
                 echo(f"{svc.name}: killed (pid {pid}) after {timeout_s:.0f} s")
             else:
@@ -537,7 +524,7 @@ def layers_status(config: Config) -> list[str]:
             pid = int((config.stack.state_dir / "run" / f"{name}.pid").read_text())
         except (OSError, ValueError):
             pid = None
-        running = pid is not None and _pid_alive(pid)
+        running = pid is not None and pid_alive(pid)
         lines.append(f"{what:14s} {'running' if running else 'stopped':8s} pid {pid if running else '-'}")
     try:
         store = artifacts.open_store(config)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from readnext.config import Config, local_or_uri
+from readnext.processes import pid_alive
 
 log = logging.getLogger("readnext.spark")
 
@@ -191,19 +192,9 @@ def _checkpoint_dir(config: Config) -> str:
     if "://" not in base and Path(base).is_dir():
         for folder in Path(base).glob("app-*"):
             pid = folder.name.removeprefix("app-")
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
     return f"{base.rstrip('/')}/app-{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop_spark(spark: SparkSession) -> None:

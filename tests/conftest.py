@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -27,6 +29,7 @@ from readnext.accounts import Tokens
 from readnext.clients import hbase_connection, kafka_admin
 from readnext.config import PROJECT_ROOT, Config, load_config, sandbox_env
 from readnext.events import StreamEvent
+from readnext.processes import pid_alive
 from readnext.views import SpeedView
 from serving_layer.app import create_app
 from speed_layer import stream
@@ -41,6 +44,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for key, value in sandbox_env(_TEST_STATE, "readnext_test").items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("READNEXT_SPARK_SHUFFLE_PARTITIONS", "2")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The session's metastore and warehouse go with it (each session used to leave 4-8 MB in /tmp)."""
+    shutil.rmtree(_TEST_STATE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,6 +83,7 @@ def stack(config: Config) -> Iterator[Stack]:
     was_running = all(pid is not None for _, pid, _ in stack.status())
     started = run_stack_cli("start")
     assert started.returncode == 0, started.stdout + started.stderr
+    sweep_dead_sessions(config)
     yield stack
     if not was_running:
         run_stack_cli("stop")
@@ -90,10 +99,45 @@ def spark(config: Config, stack: Stack):
     stop_spark(session)
 
 
+SESSION_NAME = re.compile(r"^t(\d+)_")
+
+
+def session_name(label: str) -> str:
+    """A name of this test session's own: `t<pid>_<label>`, so a later session can tell whose it was."""
+    return f"t{os.getpid()}_{label}"
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A name no other test (or earlier run) uses, for topics and tables."""
-    return f"t_{uuid.uuid4().hex[:12]}"
+    return session_name(uuid.uuid4().hex[:8])
+
+
+def sweep_dead_sessions(config: Config) -> list[str]:
+    """Drop the HBase tables and Kafka topics of test sessions whose process is gone (killed runs).
+
+    Fixtures remove what they made; a session killed half-way cannot, and its tables pile up.
+    """
+
+    def dead(name: str) -> bool:
+        match = SESSION_NAME.match(name)
+        return match is not None and not pid_alive(int(match.group(1)))
+
+    conn = hbase_connection(config)
+    try:
+        tables = [t.decode() for t in conn.tables() if dead(t.decode())]
+        for table in tables:
+            conn.delete_table(table, disable=True)
+    finally:
+        conn.close()
+    admin = kafka_admin(config)
+    try:
+        topics = [t for t in admin.list_topics() if dead(t)]
+        if topics:
+            admin.delete_topics(topics)
+    finally:
+        admin.close()
+    return tables + topics
 
 
 @pytest.fixture
@@ -134,7 +178,7 @@ class Served(NamedTuple):
 def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
     """A generation on small data and an app serving it, with topics and tables of their own."""
     folder = tmp_path_factory.mktemp("api")
-    name = f"api_{folder.name[-6:]}".replace("-", "_")
+    name = session_name("served")
     base = load_config()
     config = dataclasses.replace(
         base,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import Stack, _host_port, _pid_alive, _port_open
+from deploy.stack import Stack, _host_port, _port_open
+from readnext.processes import pid_alive
 from tests.conftest import run_stack_cli
 
 
@@ -22,7 +23,7 @@ def _processes_using(folder: Path) -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(folder).encode() in cmdline and _pid_alive(int(proc.name)):
+            if str(folder).encode() in cmdline and pid_alive(int(proc.name)):
                 pids.append(int(proc.name))
     return pids
 
@@ -47,7 +48,7 @@ def test_start_twice_status_stop_and_restart(stack, config):
 
     stopped = run_stack_cli("stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(_pid_alive(pid) for _, pid, _ in before)
+    assert not any(pid_alive(pid) for _, pid, _ in before)
     assert _processes_using(config.stack.state_dir / "conf") == [], "a server of the stack still runs"
     for address in (
         f"127.0.0.1:{config.stack.derby_port}",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from kafka.admin import NewTopic
 
-from readnext.clients import hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
+from readnext.clients import hbase_connection, hbase_pool, hbase_table_name, kafka_admin, kafka_consumer, kafka_producer
 from readnext.spark import read_kafka_topic
+from tests.conftest import session_name, sweep_dead_sessions
 from tests.waiting import wait_for
 
 
@@ -87,4 +91,25 @@ def test_spark_reads_kafka_topic_through_connector(stack, spark, config, unique_
         assert frame.select("partition").distinct().count() == 2
     finally:
         admin.delete_topics([unique_name])
+        admin.close()
+
+
+def test_the_tables_and_topics_of_a_killed_test_session_are_swept(stack, config):
+    """What a session left behind when it was killed goes at the next session's start; a live session's stays."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, ours = f"t{int(gone.stdout)}_x", session_name("sweep")
+    conn = hbase_connection(config)
+    admin = kafka_admin(config)
+    try:
+        for prefix in (dead, ours):
+            conn.create_table(f"{prefix}_speed", {"v": {}})
+        admin.create_topics([NewTopic(f"{p}-ratings", num_partitions=1, replication_factor=1) for p in (dead, ours)])
+        swept = set(sweep_dead_sessions(config))
+        assert {f"{dead}_speed", f"{dead}-ratings"} <= swept
+        assert not {f"{ours}_speed", f"{ours}-ratings"} & swept
+        assert f"{ours}_speed".encode() in conn.tables() and f"{dead}_speed".encode() not in conn.tables()
+    finally:
+        conn.delete_table(f"{ours}_speed", disable=True)
+        admin.delete_topics([f"{ours}-ratings"])
+        conn.close()
         admin.close()
