@@ -108,11 +108,18 @@ def _load(
 
 
 def wrk(
-    port: int, users: np.ndarray, concurrency: int, seconds: float, key: str, count_generations: bool = False
+    port: int,
+    users: np.ndarray,
+    concurrency: int,
+    seconds: float,
+    key: str,
+    count_generations: bool = False,
+    delay_ms: float | None = None,
 ) -> dict:
     """Known readers' requests from Debian's wrk (bench/wrk/known.lua): one thread of C, not the server's cores.
 
-    With `count_generations`, the answers per generation they name are counted too (`generations`).
+    With `count_generations`, the answers per generation they name are counted too (`generations`);
+    with `delay_ms`, each connection pauses that long between requests (a paced load).
     """
     readers = Path(tempfile.mkstemp(prefix="readnext-readers-")[1])
     readers.write_text("\n".join(str(int(u)) for u in users) + "\n")
@@ -128,6 +135,8 @@ def wrk(
     env = {**os.environ, "READERS_FILE": str(readers), "TOKEN": key}
     if count_generations:
         env["COUNT_GENERATIONS"] = "1"
+    if delay_ms is not None:
+        env["DELAY_MS"] = f"{delay_ms:.0f}"
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
     readers.unlink()
     found = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
@@ -220,10 +229,10 @@ def gunicorn(port: int, workers: int, threads: int) -> Iterator[None]:
 
 
 @contextmanager
-def service_key(config, name: str) -> Iterator[str]:
-    """A service key with readers:read for the run, revoked after."""
+def service_key(config, name: str, scopes: tuple[str, ...] = ("readers:read",)) -> Iterator[str]:
+    """A service key with `scopes` for the run, revoked after."""
     conn = hbase_connection(config)
-    key = Tokens(conn, config).issue_key(name, {"readers:read"})
+    key = Tokens(conn, config).issue_key(name, set(scopes))
     conn.close()
     try:
         yield key

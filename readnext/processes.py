@@ -1,4 +1,4 @@
-"""Whether a process of this machine still runs: for pid files, and for what a killed process left behind."""
+"""Processes of this machine: whether one still runs (pid files, what a killed one left), the memory of a tree."""
 
 from __future__ import annotations
 
@@ -19,3 +19,24 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return state != "Z"
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (a JVM's children, gunicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024

@@ -1,12 +1,14 @@
-"""Readers served while something else happens: threads that keep asking the app for recommendations."""
+"""Load while something else happens: readers asking the app for recommendations, a service posting ratings."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flask import Flask
 
 from tests.waiting import wait_for
@@ -22,9 +24,14 @@ class Readers:
     """
 
     def __init__(
-        self, app: Flask, headers: dict[str, str], threads: int = 2, path: str = "/api/v1/users/7/recommendations?n=3"
+        self,
+        app: Flask,
+        headers: dict[str, str],
+        threads: int = 2,
+        path: str = "/api/v1/users/7/recommendations?n=3",
+        pause: float = 0.0,
     ) -> None:
-        self.app, self.headers, self.path = app, headers, path
+        self.app, self.headers, self.path, self.pause = app, headers, path, pause
         self.by_thread: list[list[str | None]] = [[] for _ in range(threads)]
         self.failures: list[tuple[int, Any]] = []
         self.sources: list[tuple[float, str]] = []
@@ -43,6 +50,7 @@ class Readers:
             self.by_thread[k].append(generation)
             self.sources.append((time.monotonic(), source))
             self._last = (answer.status_code, generation, source)
+            time.sleep(self.pause)
 
     def until(self, done: Callable[[Answer], bool], timeout: float = 120) -> Answer:
         """Wait for an answer that `done` accepts."""
@@ -58,3 +66,44 @@ class Readers:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+
+
+class Poster:
+    """A thread posting distinct ratings through POST /api/v1/ratings at a steady rate; every answer kept."""
+
+    def __init__(self, app, headers: dict[str, str], pairs: list[tuple[int, int]], rate: float) -> None:
+        self.app, self.headers, self.pairs, self.every = app, headers, pairs, 1 / rate
+        self.answers: list[tuple[tuple[int, int, int], int, float]] = []  # (rating, status, seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._post, daemon=True)
+
+    def _post(self) -> None:
+        client = self.app.test_client()
+        rng = np.random.default_rng(5)
+        for user, book in self.pairs:
+            if self._stop.is_set():
+                return
+            rating = (user, book, int(rng.integers(1, 6)))
+            t0 = time.monotonic()
+            answer = client.post(
+                "/api/v1/ratings",
+                json={"user_id": user, "book_id": book, "rating": rating[2]},
+                headers=self.headers,
+            )
+            took = time.monotonic() - t0
+            self.answers.append((rating, answer.status_code, took))
+            time.sleep(max(0.0, self.every - took))
+
+    def statuses(self) -> Counter[int]:
+        return Counter(status for _, status, _ in self.answers)
+
+    def accepted(self) -> list[tuple[int, int, int]]:
+        return [rating for rating, status, _ in self.answers if status == 202]
+
+    def __enter__(self) -> Poster:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -26,52 +25,11 @@ from readnext.events import RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
 from serving_layer.app import create_app
-from tests.readers import Readers
+from tests.readers import Poster, Readers
 from tests.test_stream import _master_rows
 from tests.waiting import committed_events, wait_for
 
 pytestmark = pytest.mark.stack_lifecycle
-
-
-class Poster:
-    """A thread posting distinct ratings through POST /api/v1/ratings at a steady rate; every answer kept."""
-
-    def __init__(self, app, headers: dict[str, str], pairs: list[tuple[int, int]], rate: float) -> None:
-        self.app, self.headers, self.pairs, self.every = app, headers, pairs, 1 / rate
-        self.answers: list[tuple[tuple[int, int, int], int, float]] = []  # (rating, status, seconds)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._post, daemon=True)
-
-    def _post(self) -> None:
-        client = self.app.test_client()
-        rng = np.random.default_rng(5)
-        for user, book in self.pairs:
-            if self._stop.is_set():
-                return
-            rating = (user, book, int(rng.integers(1, 6)))
-            t0 = time.monotonic()
-            answer = client.post(
-                "/api/v1/ratings",
-                json={"user_id": user, "book_id": book, "rating": rating[2]},
-                headers=self.headers,
-            )
-            took = time.monotonic() - t0
-            self.answers.append((rating, answer.status_code, took))
-            time.sleep(max(0.0, self.every - took))
-
-    def statuses(self) -> Counter[int]:
-        return Counter(status for _, status, _ in self.answers)
-
-    def accepted(self) -> list[tuple[int, int, int]]:
-        return [rating for rating, status, _ in self.answers if status == 202]
-
-    def __enter__(self) -> Poster:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
 
 
 def _restart(stack: Stack, name: str, down_s: float) -> None:

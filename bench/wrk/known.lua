@@ -5,6 +5,9 @@ local readers = {}
 for line in io.lines(os.getenv("READERS_FILE")) do readers[#readers + 1] = line end
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 local threads = {}
+-- DELAY_MS set: each connection waits that long before its next request (a paced load, not a flood).
+local pause = tonumber(os.getenv("DELAY_MS") or "")
+if pause then function delay() return pause end end
 
 function setup(thread)
   threads[#threads + 1] = thread
