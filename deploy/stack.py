@@ -549,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("services", nargs="*", help="stop: only these (start then starts them again)")
     args = parser.parse_args(argv)
+    if args.services and args.command != "stop":
+        parser.error(f"{args.command} takes no service names: start starts whatever is not running")
     stack = Stack(load_config())
     try:
         if args.command == "start":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import Stack, _host_port, _port_open
+from deploy.stack import Stack, _host_port, _port_open, main
 from readnext.processes import pid_alive
 from tests.conftest import run_stack_cli
 
@@ -79,3 +79,11 @@ def test_kafka_storage_formats_even_when_the_first_cluster_id_drawn_starts_with_
     meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
     cluster_id = next(line.split("=", 1)[1] for line in meta.splitlines() if line.startswith("cluster.id="))
     assert cluster_id == base64.urlsafe_b64encode(plain.bytes).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("command", ["start", "status"])
+def test_only_stop_takes_service_names(command, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main([command, "kafka"])
+    assert refused.value.code == 2
+    assert f"{command} takes no service names" in capsys.readouterr().err
