@@ -13,6 +13,7 @@ the next run removes it before it begins. Generations beyond `keep_generations` 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -215,9 +216,16 @@ def build_generation(spark: SparkSession, config: Config, generation: str | None
         _remove_generation(spark, config, run.generation, failed=True)
         raise
     finally:
+        generation = run.generation
         spark.catalog.clearCache()
+        # The run's DataFrames and ALS model sit in reference cycles; until Python's cycle
+        # collector frees them, py4j keeps their JVM objects alive, and with them the persisted
+        # factor RDDs and broadcasts (the soak test's JVM heap grew from 133 to 730 MB in 3.5
+        # minutes of back-to-back generations without this).
+        del run
+        gc.collect()
     prune(spark, config)
-    return run.generation
+    return generation
 
 
 def _record_generation(spark: SparkSession, config: Config, manifest: dict[str, Any]) -> None:
