@@ -21,6 +21,15 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (a JVM's children, gunicorn's workers)."""
     children: dict[int, list[int]] = {}
@@ -30,13 +39,9 @@ def tree_rss_mb(pid: int) -> float:
         except (OSError, IndexError):
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
+    total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
         todo.extend(children.get(current, []))
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total / 1024
+        total += rss_mb(current)
+    return total
