@@ -9,7 +9,8 @@ generation); known readers' recommendations come from Debian's wrk (paced by ben
 DELAY_MS, adjusted each minute towards --read-rate). The batch service recomputes by itself as
 the ratings arrive (`[batch] min_new_ratings`). Every minute: the resident memory of each process
 tree of the stack and the layers (from their pid files), the read latency of that minute (wrk's
-p50/p99), ratings acknowledged (202) and refused, errors. At the end: this run's ratings in the
+p50/p99), ratings acknowledged (202) and refused, errors, the current generation. Run it with
+the demo's environment: the batch settings it records are those it loads. At the end: this run's ratings in the
 master dataset against those acknowledged. Results: bench/results/soak.json; plot: --plot.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from serving_load import ROOT, append_results, current_readers, service_key, wrk
 
+from readnext import artifacts
 from readnext.config import load_config
 from readnext.processes import pid_alive, tree_rss_mb
 
@@ -150,6 +152,7 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "reliability" / "soak.png")
     args = parser.parse_args()
     config = load_config()
+    store = artifacts.open_store(config)
     model, users = current_readers(config)
     first_reader = 920_000_000 + (int(time.time()) % 10_000) * 10_000
     minutes: list[dict] = []
@@ -175,6 +178,7 @@ def main() -> int:
                 "ratings_refused": sum(n for s, n in posted.items() if s != 202),
                 "errors": reads["errors"] + sum(n for s, n in posted.items() if s != 202),
                 "delay_ms": round(delay_ms, 1),
+                "generation": artifacts.current_generation(store),
             }
             minutes.append(row)
             print(json.dumps(row), flush=True)
@@ -207,6 +211,8 @@ def main() -> int:
         "minutes": args.minutes,
         "rating_rate": args.rating_rate,
         "read_rate": args.read_rate,
+        "batch": {"min_new_ratings": config.batch.min_new_ratings, "interval_s": config.batch.interval_s},
+        "generations_published": len({m["generation"] for m in minutes}) - 1,
         "ratings_acknowledged": acknowledged,
         "ratings_in_master_dataset": stored,
         "errors": sum(m["errors"] for m in minutes) + sum(n for s, n in tail.items() if s != 202),
