@@ -100,7 +100,7 @@ def spark(config: Config, stack: Stack):
     stop_spark(session)
 
 
-SESSION_NAME = re.compile(r"^t(\d+)_")
+SESSION_NAME = re.compile(r"(?:^|-)t(\d+)_")
 
 
 def session_name(label: str) -> str:
@@ -115,14 +115,22 @@ def unique_name() -> str:
 
 
 def sweep_dead_sessions(config: Config) -> list[str]:
-    """Drop the HBase tables and Kafka topics of test sessions whose process is gone (killed runs).
+    """Drop the HBase tables, Kafka topics and run files of test sessions whose process is gone.
 
-    Fixtures remove what they made; a session killed half-way cannot, and its tables pile up.
+    Fixtures remove what they made; a session killed half-way cannot, and its tables pile up. Run
+    files are named for a deployment's table prefix (`batch-<prefix>.lock`, `metrics-speed-<prefix>`).
     """
 
     def dead(name: str) -> bool:
-        match = SESSION_NAME.match(name)
+        match = SESSION_NAME.search(name)
         return match is not None and not pid_alive(int(match.group(1)))
+
+    files = [p for p in (config.stack.state_dir / "run").glob("*-t*_*") if dead(p.name)]
+    for path in files:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
     conn = hbase_connection(config)
     try:
@@ -138,7 +146,7 @@ def sweep_dead_sessions(config: Config) -> list[str]:
             admin.delete_topics(topics)
     finally:
         admin.close()
-    return tables + topics
+    return tables + topics + [p.name for p in files]
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -94,22 +95,30 @@ def test_spark_reads_kafka_topic_through_connector(stack, spark, config, unique_
         admin.close()
 
 
-def test_the_tables_and_topics_of_a_killed_test_session_are_swept(stack, config):
+def test_the_tables_topics_and_run_files_of_a_killed_test_session_are_swept(stack, config):
     """What a session left behind when it was killed goes at the next session's start; a live session's stays."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead, ours = f"t{int(gone.stdout)}_x", session_name("sweep")
+    run = config.stack.state_dir / "run"
     conn = hbase_connection(config)
     admin = kafka_admin(config)
     try:
         for prefix in (dead, ours):
             conn.create_table(f"{prefix}_speed", {"v": {}})
+            (run / f"batch-{prefix}.lock").write_text("1")
+            (run / f"metrics-speed-{prefix}").mkdir(exist_ok=True)
+            (run / f"metrics-speed-{prefix}" / "counter_1.db").write_bytes(b"0")
         admin.create_topics([NewTopic(f"{p}-ratings", num_partitions=1, replication_factor=1) for p in (dead, ours)])
         swept = set(sweep_dead_sessions(config))
-        assert {f"{dead}_speed", f"{dead}-ratings"} <= swept
-        assert not {f"{ours}_speed", f"{ours}-ratings"} & swept
+        assert {f"{dead}_speed", f"{dead}-ratings", f"batch-{dead}.lock", f"metrics-speed-{dead}"} <= swept
+        assert not {f"{ours}_speed", f"{ours}-ratings", f"batch-{ours}.lock", f"metrics-speed-{ours}"} & swept
         assert f"{ours}_speed".encode() in conn.tables() and f"{dead}_speed".encode() not in conn.tables()
+        assert sorted(p.name for p in run.glob(f"*-{dead}*")) == []
+        assert sorted(p.name for p in run.glob(f"*-{ours}*")) == [f"batch-{ours}.lock", f"metrics-speed-{ours}"]
     finally:
         conn.delete_table(f"{ours}_speed", disable=True)
         admin.delete_topics([f"{ours}-ratings"])
         conn.close()
         admin.close()
+        (run / f"batch-{ours}.lock").unlink()
+        shutil.rmtree(run / f"metrics-speed-{ours}")
