@@ -56,6 +56,7 @@ class SparkConfig:
     warehouse_dir: Path
     checkpoint_dir: str
     log_level: str
+    class_archive: bool
 
 
 @dataclasses.dataclass(frozen=True)

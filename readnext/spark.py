@@ -8,9 +8,11 @@ import re
 import shutil
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from readnext import class_archive
 from readnext.config import Config, local_or_uri
 from readnext.processes import pid_alive
 
@@ -162,8 +164,12 @@ def blas_name(spark: SparkSession) -> str:
     return spark.sparkContext._jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
 
 
-def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
-    """Return the process's SparkSession, creating it with `spark_conf` on first use."""
+def get_spark(config: Config, app_name: str = "readnext", java_options: Sequence[str] = ()) -> SparkSession:
+    """Return the process's SparkSession, creating it with `spark_conf` on first use.
+
+    `java_options` are added to the driver JVM's, with the class-data archive's
+    (readnext/class_archive.py) when `[spark] class_archive` is on.
+    """
     from pyspark.sql import SparkSession
 
     # pyspark takes the workers' Python from the environment, not from the Spark configuration.
@@ -173,6 +179,12 @@ def get_spark(config: Config, app_name: str = "readnext") -> SparkSession:
     conf = spark_conf(config, app_name)
     if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit: its --master decides
         del conf["spark.master"]
+    else:
+        extra = list(java_options)
+        if config.spark.class_archive:
+            folder = config.stack.state_dir / "spark"
+            extra += class_archive.java_options(folder, conf.get("spark.driver.extraClassPath", ""))
+        conf["spark.driver.extraJavaOptions"] = " ".join([conf["spark.driver.extraJavaOptions"], *extra])
     builder = SparkSession.builder.appName(app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
