@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
     stages.remember_durations(config.stack.state_dir / "run" / f"stage-seconds-{config.hbase.table_prefix}.json")
-    spark = get_spark(config, app_name=f"readnext-batch-{args.command}")
+    spark = get_spark(config, app_name=f"readnext-batch-{args.command}", java_options=config.batch.java_options.split())
     try:
         return SPARK_COMMANDS[args.command](spark, config, args)
     finally:
