@@ -96,4 +96,6 @@ def java_options(folder: Path, class_path: str) -> list[str]:
         return [f"-XX:SharedArchiveFile={archive}", *QUIET]
     if unfinished:
         return []
-    return [f"-XX:ArchiveClassesAtExit={archive}.{os.getpid()}.tmp", *QUIET]
+    dump = archive.with_name(f"{archive.name}.{os.getpid()}.tmp")
+    dump.touch()  # the JVM writes it only at exit: until then it tells other starts a dump is coming
+    return [f"-XX:ArchiveClassesAtExit={dump}", *QUIET]
