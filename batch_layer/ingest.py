@@ -130,7 +130,8 @@ def import_ratings(spark: SparkSession, path: Path, columns: RatingColumns = Rat
     ]
     latest_first = Window.partitionBy("_user", "_book").orderBy(F.col("seq").desc())
     checked = typed.withColumn("reason", _first_problem(checks))
-    valid = checked.where(F.col("reason").isNull()).withColumn("_rank", F.row_number().over(latest_first))
+    # Cached: the kept rows, their count and the superseded rejects all read the one window.
+    valid = checked.where(F.col("reason").isNull()).withColumn("_rank", F.row_number().over(latest_first)).cache()
     superseded = valid.where(F.col("_rank") > 1).withColumn(
         "reason", F.lit("duplicate (user, book): superseded by a later row of the same file")
     )
@@ -153,6 +154,7 @@ def import_ratings(spark: SparkSession, path: Path, columns: RatingColumns = Rat
         spark, rejected.select("origin", "seq", _raw(names).alias("raw"), "reason"), "ratings"
     )
     new.unpersist()
+    valid.unpersist()
     raw.unpersist()
     return ImportCounts(read=read, added=added, already_present=kept - added, rejected=rejected_count)
 
