@@ -49,7 +49,8 @@ def archive_path(folder: Path, class_path: str) -> Path:
     """Where the archive of this Java and this driver class path lives (pyspark's jars included)."""
     import pyspark
 
-    java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin")) or shutil.which("java")
+    java_home = os.environ.get("JAVA_HOME")
+    java = (java_home and shutil.which("java", path=os.path.join(java_home, "bin"))) or shutil.which("java")
     parts = [
         _stamp(Path(os.path.realpath(java))) if java else "java:unknown",
         _stamp(Path(pyspark.__file__).parent / "jars"),
