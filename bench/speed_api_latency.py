@@ -8,8 +8,10 @@ started here as `deploy/service web` runs it (rate limits off: the probes come f
 At each rate, ratings of the generation's readers are sent to Kafka as background load, and
 --probes times a second a reader never seen before rates one book: a probe's latency runs from
 just before its send to the first answer of `GET /api/v1/users/<id>/recommendations` whose
-`source` is `speed` (its only rating is then in the answer), polled every --poll-ms. Results:
-bench/results/speed-api-latency.json.
+`source` is `speed` (its only rating is then in the answer), polled every --poll-ms. Each row
+also gives the speed query's micro-batches in the window and the mean time of each of their parts
+(Spark's durationMs, and `handler`, the foreachBatch function), from the speed job's metrics.
+Results: bench/results/speed-api-latency.json.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import json
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from serving_load import ROOT, append_results, current_readers, gunicorn, service_key
 
 from readnext.clients import kafka_producer
@@ -79,6 +83,35 @@ class Probes:
         return self.latencies, self.lost + len(self.pending)
 
 
+def _parts(config) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, micro-batches) per part of the speed query's micro-batches, from the speed job's metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{config.metrics.speed_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("query") != "speed" or not sample.name.endswith(("_sum", "_count")):
+                continue
+            if family.name == "readnext_speed_trigger_part_seconds":
+                part = sample.labels["part"]
+            elif family.name == "readnext_speed_batch_duration_seconds":
+                part = "handler"
+            else:
+                continue
+            out.setdefault(part, [0.0, 0.0])[sample.name.endswith("_count")] += sample.value
+    return {part: (v[0], v[1]) for part, v in out.items()}
+
+
+def _mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean milliseconds per micro-batch of each part between two readings of `_parts`."""
+    means = {}
+    for part, (total, count) in after.items():
+        was_total, was_count = before.get(part, (0.0, 0.0))
+        if count > was_count:
+            means[part] = round((total - was_total) / (count - was_count) * 1000, 1)
+    return means
+
+
 def _run(
     config,
     port: int,
@@ -96,6 +129,7 @@ def _run(
     topic = config.kafka.ratings_topic
     sent = probed = 0
     every = max(1, round(rate / args.probes))
+    parts_before = _parts(config)
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         if sent % every == 0:
@@ -113,6 +147,7 @@ def _run(
     elapsed = time.monotonic() - start
     latencies, lost = probes.finish()
     producer.close()
+    parts = _parts(config)
     ms = np.array(latencies) * 1000
     return {
         "target_rate": rate,
@@ -124,6 +159,8 @@ def _run(
         "p50_s": round(float(np.percentile(ms, 50)) / 1000, 3) if len(ms) else None,
         "p99_s": round(float(np.percentile(ms, 99)) / 1000, 3) if len(ms) else None,
         "max_s": round(float(ms.max()) / 1000, 3) if len(ms) else None,
+        "micro_batches": int(parts.get("handler", (0, 0))[1] - parts_before.get("handler", (0, 0))[1]),
+        "mean_ms_per_micro_batch": _mean_ms(parts_before, parts),
     }
 
 

@@ -90,6 +90,49 @@ def _normal_equations(
     return a + params.reg * n * np.eye(rank), weights, n
 
 
+@dataclass(frozen=True)
+class Step:
+    """One reader's least-squares step kept whole: the vector and B = A⁻¹Yᵤᵀ over the rated items.
+
+    x = A⁻¹ Σ_j w_j y_j = B w, and y_tᵀx = Σ_j (y_tᵀ B_j) w_j exactly (Hu, Koren and Volinsky, §5),
+    so one factorisation of A gives the vector and the exact parts of any score: a list and its
+    reasons without a second solve.
+    """
+
+    vector: np.ndarray
+    basis: np.ndarray
+    weights: np.ndarray
+
+    def parts(self, item_factors: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Per target row, each rated item's share of its score (the shares sum to the score)."""
+        y_t = np.asarray(item_factors[np.asarray(targets, dtype=np.int64)], dtype=np.float64)
+        return (y_t @ self.basis) * self.weights
+
+    def strongest(self, item_factors: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Per target row, the position of the rated item that adds most to its score; -1 where none adds."""
+        if not self.basis.shape[1] or not len(targets):
+            return np.full(len(targets), -1, dtype=np.int64)
+        parts = self.parts(item_factors, targets)
+        best = parts.argmax(axis=1)
+        return np.where(parts[np.arange(len(best)), best] > 0, best, -1)
+
+
+def step(
+    item_factors: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    params: FoldInParams,
+    yty: np.ndarray | None = None,
+) -> Step:
+    """The reader's `Step`: `fold_in`'s vector, with what its scores' reasons need."""
+    items = np.asarray(items, dtype=np.int64)
+    a, weights, n = _normal_equations(item_factors, items, ratings, params, yty)
+    if n == 0:
+        return Step(np.zeros(item_factors.shape[1]), np.zeros((item_factors.shape[1], len(items))), weights)
+    basis = _solve_spd(a, np.asarray(item_factors[items], dtype=np.float64).T)
+    return Step(basis @ weights, basis, weights)
+
+
 def explain(
     item_factors: np.ndarray,
     items: np.ndarray,
@@ -100,19 +143,9 @@ def explain(
 ) -> np.ndarray:
     """How much each rated item contributes to the reader's predicted preference for row `target`.
 
-    x = A⁻¹ Σ_j w_j y_j, so y_tᵀx = Σ_j (y_tᵀ A⁻¹ y_j) w_j exactly (Hu, Koren and Volinsky, §5):
-    the contributions sum to the score. Several target rows at once share one factorisation of A
-    and give one row of contributions per target.
+    One row of contributions per target when `target` is an array; they sum to the score.
     """
-    items = np.asarray(items, dtype=np.int64)
-    targets = np.atleast_1d(np.asarray(target, dtype=np.int64))
-    a, weights, n = _normal_equations(item_factors, items, ratings, params, yty)
-    if n == 0:
-        parts = np.zeros((len(targets), len(items)))
-    else:
-        y = np.asarray(item_factors[items], dtype=np.float64)
-        solved = _solve_spd(a, np.asarray(item_factors[targets], dtype=np.float64).T)
-        parts = (y @ solved).T * weights
+    parts = step(item_factors, items, ratings, params, yty).parts(item_factors, np.atleast_1d(target))
     return parts if np.ndim(target) else parts[0]
 
 
@@ -129,12 +162,7 @@ def strongest(
     The reason a list gives ("because you rated X"), computed once where the list is made (the
     batch and speed views store it) rather than on every request.
     """
-    targets = np.asarray(targets, dtype=np.int64)
-    if not len(items) or not len(targets):
-        return np.full(len(targets), -1, dtype=np.int64)
-    parts = explain(item_factors, items, ratings, params, targets, yty)
-    best = parts.argmax(axis=1)
-    return np.where(parts[np.arange(len(best)), best] > 0, best, -1)
+    return step(item_factors, items, ratings, params, yty).strongest(item_factors, np.asarray(targets, dtype=np.int64))
 
 
 def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ when the artifact store's CURRENT pointer moves, without a restart.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,19 @@ import numpy as np
 
 from readnext import artifacts
 from readnext.config import ModelConfig
-from readnext.foldin import FoldInParams, fold_in, gramian, recommend, strongest
+from readnext.foldin import FoldInParams, fold_in, gramian, recommend, step, strongest, top_n
+
+
+@dataclass(frozen=True)
+class ReaderList:
+    """A folded-in reader: their vector, top-N (book id, score) best first, and each top-N book's reason."""
+
+    vector: np.ndarray
+    ranked: list[tuple[int, float]]
+    reasons: list[int]
+
+    def reason_of(self) -> dict[int, int]:
+        return {b: r for (b, _), r in zip(self.ranked, self.reasons, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,36 @@ class ServedModel:
             self.factors, rows, np.array([ratings[b] for b in known]), self.params, np.maximum(targets, 0), self.yty
         )
         return [known[j] if j >= 0 and t >= 0 else -1 for j, t in zip(best.tolist(), targets.tolist(), strict=True)]
+
+    def lists(self, histories: Sequence[Mapping[int, float]], n: int, chunk: int = 256) -> list[ReaderList]:
+        """Fold in several readers ({book id: stars} each) and make their top-N, rated books excluded, with reasons.
+
+        One factorisation per reader gives the vector and the reasons (`readnext.foldin.Step`), and
+        one matrix product scores `chunk` readers: the book factors are read once per chunk, not
+        once per reader.
+        """
+        return [one for at in range(0, len(histories), chunk) for one in self._lists(histories[at : at + chunk], n)]
+
+    def _lists(self, histories: Sequence[Mapping[int, float]], n: int) -> list[ReaderList]:
+        steps, rated = [], []
+        for ratings in histories:
+            known = [b for b in ratings if b in self.row_of]
+            rows = np.array([self.row_of[b] for b in known], dtype=np.int64)
+            steps.append(step(self.factors, rows, np.array([ratings[b] for b in known]), self.params, self.yty))
+            rated.append((known, rows))
+        scores = self.factors @ np.stack([s.vector for s in steps], axis=1)
+        out = []
+        for k, (solved, (known, rows)) in enumerate(zip(steps, rated, strict=True)):
+            idx, best = top_n(scores[:, k], n, rows)
+            why = solved.strongest(self.factors, idx)
+            out.append(
+                ReaderList(
+                    solved.vector,
+                    [(int(self.book_ids[i]), float(v)) for i, v in zip(idx, best, strict=True)],
+                    [known[j] if j >= 0 else -1 for j in why.tolist()],
+                )
+            )
+        return out
 
     def recommend(self, vector: np.ndarray, n: int, exclude: Mapping[int, Any] | set[int]) -> list[tuple[int, float]]:
         """Top-N (book id, score), best first, no book of `exclude`."""

@@ -206,12 +206,12 @@ def anonymous_recommendations() -> Any:
     if n is None or not 1 <= n <= serving_state().config.serving.max_n:
         raise ApiError(400, f"n must be an integer between 1 and {serving_state().config.serving.max_n}")
     with FOLD_IN_SECONDS.time():
-        vector = snap.model.fold_in(history)
-    ranked = snap.model.recommend(vector, _depth(n, 0), history)
+        folded = snap.model.lists([history], _depth(n, 0))[0]
     ANSWERS.labels("fold-in").inc()
     penalty, per_author = _controls()
-    page = rerank(snap, ranked, penalty, per_author)[:n]
-    return jsonify({"source": "fold-in", "generation": snap.model.generation, "items": _items(snap, page, history, {})})
+    page = rerank(snap, folded.ranked, penalty, per_author)[:n]
+    items = _items(snap, page, history, folded.reason_of())
+    return jsonify({"source": "fold-in", "generation": snap.model.generation, "items": items})
 
 
 def _book(snap: Snapshot, book_id: int):

@@ -36,7 +36,7 @@ ANSWERS = Counter(
     ["source"],
 )
 FOLD_IN_SECONDS = Histogram(
-    "readnext_foldin_duration_seconds", "Time of an anonymous reader's exact fold-in", buckets=_FAST
+    "readnext_foldin_duration_seconds", "Time of an anonymous reader's exact fold-in, top-N and reasons", buckets=_FAST
 )
 HBASE_SECONDS = Histogram(
     "readnext_hbase_read_duration_seconds", "Time to read a reader's batch and speed rows from HBase", buckets=_FAST

@@ -38,8 +38,8 @@ def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth:
         history = merged_history(*known, events)
         if speed.generation == model.generation and len(speed.books) >= depth:
             return ReaderState("speed", speed.vector, history, ranked(speed.books, speed.scores), speed.reason_of())
-        vector = model.fold_in(history)
-        return ReaderState("speed", vector, history, model.recommend(vector, depth, history))
+        folded = model.lists([history], depth)[0]
+        return ReaderState("speed", folded.vector, history, folded.ranked, folded.reason_of())
     if batch:
         history = batch.history()
         if len(batch.books) >= depth:

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = load_config()
     logs.configure(config)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    for chatty in ("kafka", "py4j"):  # py4j logs every callback (each micro-batch) at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command == "produce":
         from speed_layer.produce import produce
 

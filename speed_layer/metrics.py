@@ -34,6 +34,12 @@ LAG = Gauge(
     ["query", "partition"],
     multiprocess_mode="livemax",
 )
+TRIGGER_SECONDS = Histogram(
+    "readnext_speed_trigger_part_seconds",
+    "Each part of a micro-batch as Spark's progress reports it (durationMs), by query and part",
+    ["query", "part"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 READERS = Counter("readnext_speed_readers_refolded_total", "Readers folded in again and written to the speed view")
 REBASES = Counter("readnext_speed_rebases_total", "Times the speed view was rebased on a new generation")
 for _query in ("speed", "master"):  # a series from the start, not from the first event
@@ -59,3 +65,15 @@ def record_lag(query: str, progress: dict[str, Any] | None) -> None:
         for topic, partitions in latest.items():
             for partition, offset in partitions.items():
                 LAG.labels(query, partition).set(max(0, int(offset) - int(end.get(topic, {}).get(partition, 0))))
+
+
+def record_parts(name: str | None, parts: dict[str, int]) -> None:
+    """Observe one micro-batch's parts (its progress's durationMs) for the query `readnext-<query>`.
+
+    The parts: latestOffset (asking Kafka for its end offsets), queryPlanning, getBatch,
+    walCommit and commitOffsets (the checkpoint's offset and commit logs), addBatch (the
+    foreachBatch handler) and triggerExecution (the whole micro-batch).
+    """
+    query = (name or "").removeprefix("readnext-")
+    for part, ms in parts.items():
+        TRIGGER_SECONDS.labels(query, part).observe(ms / 1000)

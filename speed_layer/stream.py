@@ -131,7 +131,9 @@ class SpeedUpdates:
 
     def _apply(self, frame: DataFrame, batch_id: int) -> None:
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "speed")
+        started = time.perf_counter()
         rows = _kafka_rows(frame)
+        read_s = time.perf_counter() - started
         _store_retries(self.config, self.follow_generation, "following the current generation")
         if not rows:
             return
@@ -144,14 +146,23 @@ class SpeedUpdates:
         by_user: dict[int, list[StreamEvent]] = defaultdict(list)
         for event in valid:
             by_user[event.user_id].append(event)
+        folding = time.perf_counter()
         written = _store_retries(self.config, lambda: self._update(by_user), "writing the speed view")
+        fold_s = time.perf_counter() - folding
         done_s = time.time()
         appended = {(f"{r.topic}-{r.partition}", int(r.offset)): r.append_ms for r in rows}
         for event in valid:
             metrics.LATENCY.observe(max(0.0, done_s - appended[(event.origin, event.offset)] / 1000))
         metrics.EVENTS_APPLIED.inc(len(valid))
         metrics.READERS.inc(written)
-        log.info("speed batch %d: %d events, %d readers updated", batch_id, len(rows), written)
+        log.info(
+            "speed batch %d: %d events, %d readers updated (read %.0f ms, fold-in and HBase %.0f ms)",
+            batch_id,
+            len(rows),
+            written,
+            read_s * 1000,
+            fold_s * 1000,
+        )
 
     def _update(self, by_user: dict[int, list[StreamEvent]]) -> int:
         with self.lock:
@@ -232,6 +243,27 @@ class MasterBatch:
                 self.producer.send(self.config.kafka.dead_letter_topic, key=key, value=cut, headers=headers).get(30)
 
 
+def _progress_listener() -> type:
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressParts(StreamingQueryListener):
+        """Every micro-batch's durationMs into `readnext_speed_trigger_part_seconds` (Spark's listener bus calls it)."""
+
+        def onQueryStarted(self, event: Any) -> None:
+            pass
+
+        def onQueryProgress(self, event: Any) -> None:
+            metrics.record_parts(event.progress.name, event.progress.durationMs)
+
+        def onQueryIdle(self, event: Any) -> None:
+            pass
+
+        def onQueryTerminated(self, event: Any) -> None:
+            pass
+
+    return ProgressParts
+
+
 class StreamingJob:
     """Both queries plus a watcher that rebases the speed view as soon as a new generation is current."""
 
@@ -247,6 +279,7 @@ class StreamingJob:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.speed_view: SpeedUpdates | None = None
+        self.listener: Any = None
 
     def start(self) -> StreamingJob:
         spark, config = self.spark, self.config
@@ -272,6 +305,8 @@ class StreamingJob:
             .option("startingOffsets", "earliest")
             .load()
         )
+        self.listener = _progress_listener()()
+        spark.streams.addListener(self.listener)
         checkpoints = config.speed.checkpoint_dir
         for name, handler, trigger in (
             ("speed", self.speed_view, f"{config.speed.trigger_ms} milliseconds"),
@@ -307,6 +342,8 @@ class StreamingJob:
         self._stop.set()
         for q in self.queries:
             q.stop()
+        if self.listener is not None:
+            self.spark.streams.removeListener(self.listener)
         if self._watcher is not None:
             self._watcher.join()
 

@@ -20,7 +20,7 @@ import numpy as np
 from readnext.config import Config
 from readnext.events import StreamEvent
 from readnext.merge import merged_history, pending
-from readnext.model import ServedModel
+from readnext.model import ReaderList, ServedModel
 from readnext.views import BatchRow, GenerationViews, SpeedRow, SpeedView, SpeedWriter
 
 log = logging.getLogger("speed_layer")
@@ -31,50 +31,62 @@ def update_readers(conn: Any, config: Config, model: ServedModel, new: dict[int,
     speed = SpeedView(conn, config)
     old = speed.events(new)
     batch = GenerationViews(conn, config, model.generation).histories(new)
-    written = 0
+    readers = [
+        (user, pending(old.get(user, []) + [e.as_row() for e in events], model.stream_offsets), batch.get(user))
+        for user, events in new.items()
+    ]
     with speed.writer() as out:
-        for user, events in new.items():
-            previous = old.get(user, [])
-            written += _write_reader(
-                out,
-                user,
-                model,
-                pending(previous + [e.as_row() for e in events], model.stream_offsets),
-                batch.get(user),
-                n,
-            )
+        return _write_readers(out, model, readers, n)
+
+
+def _write_readers(
+    out: SpeedWriter, model: ServedModel, readers: list[tuple[int, list[list[Any]], BatchRow | None]], n: int
+) -> int:
+    """Write each (reader, pending events, batch row) folded in, or delete a reader left with no events.
+
+    The readers are folded in together (`ServedModel.lists`); if their numbers fail, each is
+    tried alone, so that one reader's failure keeps only that reader's previous row.
+    """
+    for user, events, _ in readers:
+        if not events:
+            out.delete(user)
+    live = [(user, events, _history(events, batch)) for user, events, batch in readers if events]
+    try:
+        lists = model.lists([history for _, _, history in live], n)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+        lists = [_alone(model, user, history, n) for user, _, history in live]
+    written = 0
+    for (user, events, _), folded in zip(live, lists, strict=True):
+        if folded is None:
+            continue
+        out.put(
+            user,
+            SpeedRow(
+                events=events,
+                generation=model.generation,
+                vector=np.asarray(folded.vector),
+                books=np.array([b for b, _ in folded.ranked], dtype=np.int64),
+                scores=np.array([s for _, s in folded.ranked]),
+                reasons=np.array(folded.reasons, dtype=np.int64),
+                last_ts=max(int(e[4]) for e in events),
+                updated_ms=int(time.time() * 1000),
+            ),
+        )
+        written += 1
     return written
 
 
-def _write_reader(
-    out: SpeedWriter, user: int, model: ServedModel, events: list[list[Any]], batch: BatchRow | None, n: int
-) -> int:
-    if not events:
-        out.delete(user)
-        return 0
+def _history(events: list[list[Any]], batch: BatchRow | None) -> dict[int, float]:
     books, ratings = (batch.history_books, batch.history_ratings) if batch else (np.zeros(0), np.zeros(0))
-    history = merged_history(books, ratings, events)
+    return merged_history(books, ratings, events)
+
+
+def _alone(model: ServedModel, user: int, history: dict[int, float], n: int) -> ReaderList | None:
     try:
-        vector = model.fold_in(history)
-        recs = model.recommend(vector, n, exclude=history)
-        reasons = model.reasons(history, [b for b, _ in recs])
+        return model.lists([history], n)[0]
     except (ValueError, ArithmeticError, np.linalg.LinAlgError):  # this reader's numbers, not the store
         log.exception("reader %s: fold-in failed; the speed row keeps its previous state", user)
-        return 0
-    out.put(
-        user,
-        SpeedRow(
-            events=events,
-            generation=model.generation,
-            vector=np.asarray(vector),
-            books=np.array([b for b, _ in recs], dtype=np.int64),
-            scores=np.array([s for _, s in recs]),
-            reasons=np.array(reasons, dtype=np.int64),
-            last_ts=max(int(e[4]) for e in events),
-            updated_ms=int(time.time() * 1000),
-        ),
-    )
-    return 1
+        return None
 
 
 def rebase(conn: Any, config: Config, model: ServedModel, n: int) -> tuple[int, int]:
@@ -82,10 +94,7 @@ def rebase(conn: Any, config: Config, model: ServedModel, n: int) -> tuple[int, 
     speed = SpeedView(conn, config)
     stale = speed.not_on(model.generation)
     batch = GenerationViews(conn, config, model.generation).histories(user for user, _ in stale)
-    kept = dropped = 0
+    readers = [(user, pending(events, model.stream_offsets), batch.get(user)) for user, events in stale]
     with speed.writer() as out:
-        for user, events in stale:
-            wrote = _write_reader(out, user, model, pending(events, model.stream_offsets), batch.get(user), n)
-            kept += wrote
-            dropped += 1 - wrote
-    return kept, dropped
+        kept = _write_readers(out, model, readers, n)
+    return kept, len(readers) - kept

@@ -48,3 +48,35 @@ def test_fold_in_by_book_id_ignores_books_the_model_does_not_know(tmp_path):
     assert [b for b, _ in recs] and not {b for b, _ in recs} & {20, 50}
     assert len(recs) == 4
     assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
+
+
+def test_lists_of_many_readers_equal_each_reader_alone(tmp_path):
+    """The speed layer's batched fold-in (one matrix product per chunk) gives what one reader at a time gives."""
+    store = artifacts.LocalStore(tmp_path)
+    rng = np.random.default_rng(4)
+    ids = np.arange(100, 160)
+    manifest = {"model": dataclasses.asdict(load_config(env={}).model), "stream_offsets": {}}
+    artifacts.publish_generation(
+        store, "20260101T000000000Z", ids, rng.normal(size=(60, 8)).astype(np.float32), manifest
+    )
+    artifacts.set_current(store, "20260101T000000000Z")
+    holder = ModelHolder(store)
+    holder.refresh()
+    model = holder.model
+    histories = [
+        {int(b): float(rng.integers(1, 6)) for b in rng.choice(ids, size=int(rng.integers(1, 12)), replace=False)}
+        for _ in range(7)
+    ]
+    histories.append({999: 5.0})  # a book the model lacks only: nothing to learn from
+    lists = model.lists(histories, 5, chunk=3)  # chunks of 3, 3 and 2 readers
+    assert len(lists) == len(histories)
+    for history, folded in zip(histories, lists, strict=True):
+        vector = model.fold_in(history)
+        assert np.allclose(folded.vector, vector, atol=1e-9)
+        alone = model.recommend(vector, 5, exclude=history)
+        assert [b for b, _ in folded.ranked] == [b for b, _ in alone]
+        assert np.allclose([s for _, s in folded.ranked], [s for _, s in alone])
+        assert not {b for b, _ in folded.ranked} & set(history)
+        assert folded.reasons == model.reasons(history, [b for b, _ in alone])
+    assert set(lists[0].reasons) - {-1} <= set(histories[0]), "a reason names a rated book"
+    assert lists[-1].reasons == [-1] * 5 and not lists[-1].vector.any()
