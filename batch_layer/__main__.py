@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":  # the long-running one: its lines in the configured format
         logs.configure(config)
         logging.getLogger("kafka").setLevel(logging.WARNING)
+        os.nice(config.batch.service_nice)  # before Spark's JVM starts: it inherits the priority
     else:  # the service waits for the metastore at each check; a one-off run refuses to start
         try:
             require_metastore(config)

@@ -10,8 +10,10 @@ At each rate, ratings of the generation's readers are sent to Kafka as backgroun
 just before its send to the first answer of `GET /api/v1/users/<id>/recommendations` whose
 `source` is `speed` (its only rating is then in the answer), polled every --poll-ms. Each row
 also gives the speed query's micro-batches in the window and the mean time of each of their parts
-(Spark's durationMs, and `handler`, the foreachBatch function), from the speed job's metrics.
-Results: bench/results/speed-api-latency.json.
+(Spark's durationMs, sampled about once a second, and `handler`, the foreachBatch function), from
+the speed job's metrics, and how many batch runs the batch service finished meanwhile (a run
+takes both cores for about a minute; at 200 ratings/s `[batch] min_new_ratings` = 10,000 starts
+one every 50 s). Results: bench/results/speed-api-latency.json.
 """
 
 from __future__ import annotations
@@ -102,6 +104,18 @@ def _parts(config) -> dict[str, tuple[float, float]]:
     return {part: (v[0], v[1]) for part, v in out.items()}
 
 
+def _batch_runs(config) -> float:
+    """Batch runs the batch service has finished (its metrics), to tell windows that shared the cores with one."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{config.metrics.batch_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "readnext_batch_runs_total"
+    )
+
+
 def _mean_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
     """Mean milliseconds per micro-batch of each part between two readings of `_parts`."""
     means = {}
@@ -129,7 +143,7 @@ def _run(
     topic = config.kafka.ratings_topic
     sent = probed = 0
     every = max(1, round(rate / args.probes))
-    parts_before = _parts(config)
+    parts_before, runs_before = _parts(config), _batch_runs(config)
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         if sent % every == 0:
@@ -147,7 +161,7 @@ def _run(
     elapsed = time.monotonic() - start
     latencies, lost = probes.finish()
     producer.close()
-    parts = _parts(config)
+    parts, runs = _parts(config), _batch_runs(config)
     ms = np.array(latencies) * 1000
     return {
         "target_rate": rate,
@@ -161,6 +175,7 @@ def _run(
         "max_s": round(float(ms.max()) / 1000, 3) if len(ms) else None,
         "micro_batches": int(parts.get("handler", (0, 0))[1] - parts_before.get("handler", (0, 0))[1]),
         "mean_ms_per_micro_batch": _mean_ms(parts_before, parts),
+        "batch_runs_finished": int(runs - runs_before),
     }
 
 

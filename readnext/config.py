@@ -111,6 +111,7 @@ class BatchConfig:
     check_s: float
     min_new_ratings: int
     interval_s: float
+    service_nice: int
     java_options: str
 
 

@@ -243,27 +243,6 @@ class MasterBatch:
                 self.producer.send(self.config.kafka.dead_letter_topic, key=key, value=cut, headers=headers).get(30)
 
 
-def _progress_listener() -> type:
-    from pyspark.sql.streaming import StreamingQueryListener
-
-    class ProgressParts(StreamingQueryListener):
-        """Every micro-batch's durationMs into `readnext_speed_trigger_part_seconds` (Spark's listener bus calls it)."""
-
-        def onQueryStarted(self, event: Any) -> None:
-            pass
-
-        def onQueryProgress(self, event: Any) -> None:
-            metrics.record_parts(event.progress.name, event.progress.durationMs)
-
-        def onQueryIdle(self, event: Any) -> None:
-            pass
-
-        def onQueryTerminated(self, event: Any) -> None:
-            pass
-
-    return ProgressParts
-
-
 class StreamingJob:
     """Both queries plus a watcher that rebases the speed view as soon as a new generation is current."""
 
@@ -279,7 +258,6 @@ class StreamingJob:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.speed_view: SpeedUpdates | None = None
-        self.listener: Any = None
 
     def start(self) -> StreamingJob:
         spark, config = self.spark, self.config
@@ -305,8 +283,6 @@ class StreamingJob:
             .option("startingOffsets", "earliest")
             .load()
         )
-        self.listener = _progress_listener()()
-        spark.streams.addListener(self.listener)
         checkpoints = config.speed.checkpoint_dir
         for name, handler, trigger in (
             ("speed", self.speed_view, f"{config.speed.trigger_ms} milliseconds"),
@@ -327,10 +303,13 @@ class StreamingJob:
         return self
 
     def _watch(self) -> None:
+        seen: dict[str, int] = {}
         while not self._stop.wait(self.watch_interval_s):
             try:
                 for query in self.queries:
-                    metrics.record_lag(query.name.removeprefix("readnext-"), query.lastProgress)
+                    name, progress = query.name.removeprefix("readnext-"), query.lastProgress
+                    metrics.record_lag(name, progress)
+                    seen[name] = metrics.record_parts(name, progress, seen.get(name, -1))
                 self.speed_view.follow_generation()
             except Exception:  # noqa: BLE001 - keep watching; the next micro-batch retries and fails loudly
                 log.exception("could not follow the current generation; retrying")
@@ -342,8 +321,6 @@ class StreamingJob:
         self._stop.set()
         for q in self.queries:
             q.stop()
-        if self.listener is not None:
-            self.spark.streams.removeListener(self.listener)
         if self._watcher is not None:
             self._watcher.join()
 
