@@ -1,6 +1,6 @@
 """A generation made current while known readers are served: errors, generations named, the latency bump.
 
-    python bench/generation_flip.py --workers 3 --concurrency 4 --seconds 10
+    python bench/generation_flip.py --concurrency 4 --seconds 10
 
 Needs two published generations (`make demo` twice, or a demo and a `python -m batch_layer run`).
 CURRENT is first moved to the older one and the servers are given time to load it; then wrk
@@ -31,7 +31,9 @@ from readnext.views import GenerationViews
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=3)
+    serving = load_config().serving
+    parser.add_argument("--workers", type=int, default=serving.workers, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker (gthread when > 1)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--flip-after", type=float, default=2)
@@ -56,7 +58,7 @@ def main() -> int:
     artifacts.set_current(store, older)
     windows = {}
     try:
-        with service_key(config, "flip-benchmark") as key, gunicorn(args.port, args.workers, 1):
+        with service_key(config, "flip-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
             wrk(args.port, users, args.concurrency, refresh + 5, key)  # warm-up; every worker on `older`
             windows["before"] = wrk(args.port, users, args.concurrency, args.seconds, key, count_generations=True)
             flip = threading.Timer(args.flip_after, artifacts.set_current, (store, newer))
@@ -71,6 +73,7 @@ def main() -> int:
         "older": older,
         "newer": newer,
         "workers": args.workers,
+        "threads": args.threads,
         "concurrency": args.concurrency,
         "refresh_s": refresh,
         "windows": windows,

@@ -1,6 +1,6 @@
 """Serving-layer load: throughput and p50/p99 under fixed concurrency, from a process of its own.
 
-    python bench/serving_load.py --workers 4 --concurrency 8 --seconds 30
+    python bench/serving_load.py --generator wrk --concurrency 4 8 --seconds 15
 
 Starts gunicorn with the serving layer on --port (the current generation of the running local
 stack: run `make demo` or `python -m batch_layer run` first), then, from this process, keeps
@@ -201,6 +201,8 @@ def gunicorn(port: int, workers: int, threads: int) -> Iterator[None]:
         str(workers),
         "--threads",
         str(threads),
+        "-k",
+        "gthread" if threads > 1 else "sync",
         "-b",
         f"127.0.0.1:{port}",
         "--keep-alive",
@@ -244,8 +246,11 @@ def service_key(config, name: str, scopes: tuple[str, ...] = ("readers:read",)) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread when > 1)")
+    serving = load_config().serving
+    parser.add_argument("--workers", type=int, default=serving.workers, help="gunicorn worker processes")
+    parser.add_argument(
+        "--threads", type=int, default=serving.threads, help="threads per gunicorn worker (gthread when > 1, else sync)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8], help="open connections")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument(

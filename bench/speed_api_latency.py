@@ -186,7 +186,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10, help="seconds at each rate before measuring")
     parser.add_argument("--probes", type=float, default=5, help="new readers per second whose latency is measured")
     parser.add_argument("--poll-ms", type=float, default=20)
-    parser.add_argument("--workers", type=int, default=3)
+    serving = load_config().serving
+    parser.add_argument("--workers", type=int, default=serving.workers, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker (gthread when > 1)")
     parser.add_argument("--port", type=int, default=8013)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed-api-latency.json")
     args = parser.parse_args()
@@ -198,11 +200,12 @@ def main() -> int:
     block = 900_000_000 + int(time.time()) % 100_000 * 10_000
     new_readers = iter(range(block, block + 10_000))
     results = []
-    with service_key(config, "speed-api-benchmark") as key, gunicorn(args.port, args.workers, 1):
+    with service_key(config, "speed-api-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
         for rate in args.rates:
             _run(config, args.port, key, users, books, rate, args.warmup, args, new_readers)
             row = _run(config, args.port, key, users, books, rate, args.seconds, args, new_readers)
-            row.update(measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), workers=args.workers)
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            row.update(measured_at=at, workers=args.workers, threads=args.threads)
             print(json.dumps(row), flush=True)
             results.append(row)
     append_results(args.out, results)

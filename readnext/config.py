@@ -169,6 +169,9 @@ class ServingConfig:
     secure_cookies: bool
     demo_sign_in: bool
     token_cache_s: float
+    batch_rows_cached: int
+    workers: int
+    threads: int
 
 
 @dataclasses.dataclass(frozen=True)

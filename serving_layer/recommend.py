@@ -12,7 +12,7 @@ from readnext import rerank as controls
 from readnext.config import Config
 from readnext.foldin import explain
 from readnext.merge import merged_history, pending
-from readnext.views import GenerationViews, SpeedView, ranked
+from readnext.views import SpeedView, ranked
 from serving_layer.state import Snapshot
 
 
@@ -30,7 +30,7 @@ class ReaderState:
 def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int) -> ReaderState:
     """Merge rule: the speed view when it holds events the generation lacks, else the batch view."""
     model = snap.model
-    batch = GenerationViews(conn, config, model.generation).reader(user_id)
+    batch = snap.batch_rows.reader(conn, user_id)
     speed = SpeedView(conn, config).reader(user_id)
     events = pending(speed.events, model.stream_offsets) if speed else []
     if events:

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from readnext.config import Config
 from readnext.events import RatingProducer
 from readnext.model import ModelHolder, ServedModel
 from readnext.rerank import scaled_popularity
-from readnext.views import BookRow, GenerationViews
+from readnext.views import BatchRow, BookRow, GenerationViews
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^ \t\r\n]+")
@@ -114,12 +115,38 @@ class Catalog:
         return [self.first_author.get(b, "") for b in book_ids]
 
 
+class BatchRows:
+    """The generation's reader rows a worker has read, the least recently used dropped beyond `size`.
+
+    A generation's tables never change once it is published, so a remembered row is exact for as
+    long as the generation is served: a known reader's request reads only the speed view.
+    """
+
+    def __init__(self, config: Config, generation: str) -> None:
+        self.config, self.generation, self.size = config, generation, config.serving.batch_rows_cached
+        self._rows: OrderedDict[int, BatchRow | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def reader(self, conn: Any, user_id: int) -> BatchRow | None:
+        with self._lock:
+            if user_id in self._rows:
+                self._rows.move_to_end(user_id)
+                return self._rows[user_id]
+        row = GenerationViews(conn, self.config, self.generation).reader(user_id)
+        with self._lock:
+            self._rows[user_id] = row
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        return row
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One generation's model and catalog, used together by a request."""
+    """One generation's model, catalog and remembered reader rows, used together by a request."""
 
     model: ServedModel
     catalog: Catalog
+    batch_rows: BatchRows
 
 
 class ServingState:
@@ -168,7 +195,7 @@ class ServingState:
         if model is None or (self._snapshot is not None and self._snapshot.model.generation == model.generation):
             return
         catalog = self.hbase(lambda conn: Catalog.load(conn, self.config, model.generation))
-        self._snapshot = Snapshot(model, catalog)
+        self._snapshot = Snapshot(model, catalog, BatchRows(self.config, model.generation))
 
     def hbase(self, work: Callable[[Any], T]) -> T:
         """`work(connection)` on this thread's pooled HBase connection, retried once if it was dropped.

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from readnext.clients import kafka_consumer
+from readnext.clients import hbase_connection, kafka_consumer
 from readnext.events import StreamEvent
+from readnext.views import generation_table, row_key
 from serving_layer.app import create_app
 from tests.proxy import TcpProxy
 
@@ -35,6 +36,32 @@ def test_known_reader_gets_the_batch_view_with_metadata_and_reasons(served):
     assert not set(ids) & {i["book_id"] for i in page2["items"]}
     with_known = client.get("/api/v1/users/4/recommendations?n=20&exclude_known=false", headers=me).get_json()
     assert set(_known(rows, 4)) & {i["book_id"] for i in with_known["items"]}
+
+
+def test_a_worker_reads_a_readers_batch_row_once_per_generation(served):
+    """The generation's tables never change, so a worker answers a known reader from the row it read first."""
+    me = served.reader(7)
+    path = "/api/v1/users/7/recommendations?n=5"
+    first = served.client.get(path, headers=me).get_json()
+    uncached = dataclasses.replace(
+        served.config, serving=dataclasses.replace(served.config.serving, batch_rows_cached=0)
+    )
+    forgetful = create_app(uncached).test_client()
+    assert first["source"] == "batch" and forgetful.get(path, headers=me).get_json() == first
+    table = generation_table(served.config, first["generation"], "users")
+    conn = hbase_connection(served.config)
+    try:
+        cells = conn.table(table).row(row_key(7))
+        conn.table(table).delete(row_key(7))
+        try:
+            assert served.client.get(path, headers=me).get_json() == first, "answered from the row it remembers"
+            assert forgetful.get(path, headers=me).get_json()["source"] == "popular", "batch_rows_cached = 0 reads"
+            fresh = create_app(served.config).test_client()  # a worker that has not read the row yet
+            assert fresh.get(path, headers=me).get_json()["source"] == "popular"
+        finally:
+            conn.table(table).put(row_key(7), cells)
+    finally:
+        conn.close()
 
 
 def test_speed_view_newer_than_the_batch_wins(served, speed_rows):
