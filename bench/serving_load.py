@@ -10,8 +10,9 @@ stack: run `make demo` or `python -m batch_layer run` first), then, from this pr
   as a trusted back end with a service key of scope readers:read (made for the run, revoked after);
 - anonymous: POST /api/v1/recommendations with 5-20 ratings of random books (exact fold-in).
 
-With `--generator wrk` the known readers' load comes from Debian's wrk and bench/wrk/known.lua
-instead (one thread of C, so the load generator does not take the server's cores).
+With `--generator wrk` the load comes from Debian's wrk instead (one thread of C, so the load
+generator does not take the server's cores): bench/wrk/known.lua for known readers, then
+bench/wrk/anonymous.lua for anonymous ones (10-20 ratings each).
 
 Rate limits are off for the run (READNEXT_LIMITS_ENABLED=false): the load comes from one address.
 What a token check adds to a request, one HBase get of the token's row, is timed on its own
@@ -115,33 +116,46 @@ def wrk(
     key: str,
     count_generations: bool = False,
     delay_ms: float | None = None,
+    books: np.ndarray | None = None,
 ) -> dict:
     """Known readers' requests from Debian's wrk (bench/wrk/known.lua): one thread of C, not the server's cores.
 
     With `count_generations`, the answers per generation they name are counted too (`generations`);
-    with `delay_ms`, each connection pauses that long between requests (a paced load).
+    with `delay_ms`, each connection pauses that long between requests (a paced load). With
+    `books`, anonymous readers' requests instead, 10 to 20 ratings of these books each
+    (bench/wrk/anonymous.lua).
     """
     readers = Path(tempfile.mkstemp(prefix="readnext-readers-")[1])
     readers.write_text("\n".join(str(int(u)) for u in users) + "\n")
+    scenario = "known" if books is None else "anonymous"
+    book_file = Path(tempfile.mkstemp(prefix="readnext-books-")[1])
+    book_file.write_text("\n".join(str(int(b)) for b in (books if books is not None else [])) + "\n")
     command = [
         "wrk",
         "-t1",
         f"-c{concurrency}",
         f"-d{seconds:.0f}s",
         "-s",
-        str(ROOT / "bench" / "wrk" / "known.lua"),
+        str(ROOT / "bench" / "wrk" / f"{scenario}.lua"),
         f"http://127.0.0.1:{port}",
     ]
-    env = {**os.environ, "READERS_FILE": str(readers), "TOKEN": key}
+    env = {
+        **os.environ,
+        "READERS_FILE": str(readers),
+        "BOOKS_FILE": str(book_file),
+        "WRK_SCRIPTS": str(ROOT / "bench" / "wrk"),
+        "TOKEN": key,
+    }
     if count_generations:
         env["COUNT_GENERATIONS"] = "1"
     if delay_ms is not None:
         env["DELAY_MS"] = f"{delay_ms:.0f}"
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
     readers.unlink()
+    book_file.unlink()
     found = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
     return {
-        "scenario": "known",
+        "scenario": scenario,
         "generator": "wrk",
         "concurrency": concurrency,
         "seconds": round(found["seconds"], 1),
@@ -272,11 +286,12 @@ def main() -> int:
         print(json.dumps(results[0]), flush=True)
         for concurrency in args.concurrency:
             if args.generator == "wrk":
-                wrk(args.port, users, concurrency, 3, key)  # warm-up
-                row = wrk(args.port, users, concurrency, args.seconds, key)
-                row.update(workers=args.workers, threads=args.threads)
-                print(json.dumps(row), flush=True)
-                results.append(row)
+                for rated in (None, books):  # known readers, then anonymous ones
+                    wrk(args.port, users, concurrency, 3, key, books=rated)  # warm-up
+                    row = wrk(args.port, users, concurrency, args.seconds, key, books=rated)
+                    row.update(workers=args.workers, threads=args.threads)
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
                 continue
             for kind in ("known", "anonymous"):
                 _load(args.port, kind, users, books, concurrency, 3, key)  # warm-up: caches, connections, pools

@@ -11,6 +11,7 @@ import contextlib
 import json
 import threading
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -139,7 +140,7 @@ def _timestamp_ms(value: Any, reference_ms: int) -> int:
 
 
 def parse_event(
-    raw: bytes | str | dict[str, Any], known_books: set[int] | None = None, reference_ms: int | None = None
+    raw: bytes | str | dict[str, Any], known_books: Container[int] | None = None, reference_ms: int | None = None
 ) -> RatingEvent:
     """Validate one event against the schema (and the catalog, when given); raises InvalidEvent.
 

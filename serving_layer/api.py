@@ -187,7 +187,7 @@ def _rated_books(snap: Snapshot, body: Any) -> dict[int, float]:
         if not isinstance(entry, dict) or set(entry) != {"book_id", "rating"}:
             raise ApiError(400, f"ratings[{i}]: {shape}")
         try:
-            event = parse_event({"user_id": 1, **entry}, set(snap.catalog.books))
+            event = parse_event({"user_id": 1, **entry}, snap.catalog.books.keys())
         except UnknownBook as e:
             raise ApiError(404, f"ratings[{i}]: {e}") from None
         except InvalidEvent as e:
@@ -334,7 +334,7 @@ def post_rating() -> Any:
     if "writer" in body:
         raise ApiError(400, "writer is set by the server from the token")
     try:
-        event = parse_event(body, set(snap.catalog.books))
+        event = parse_event(body, snap.catalog.books.keys())
     except UnknownBook as e:
         raise ApiError(404, str(e)) from None
     except InvalidEvent as e:

@@ -200,7 +200,7 @@ def rate() -> Any:
                 "book_id": int(request.form.get("book_id", "")),
                 "rating": int(request.form.get("rating", "")),
             },
-            set(snap.catalog.books),
+            snap.catalog.books.keys(),
         )
     except (ValueError, InvalidEvent) as e:
         abort(400, f"cannot take that rating: {e}")
