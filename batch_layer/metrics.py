@@ -20,6 +20,7 @@ RUNS.labels("failure")
 LAST_SUCCESS = Gauge(
     "readnext_batch_last_success_timestamp_seconds", "When the current generation was made (Unix time)"
 )
+RUNNING = Gauge("readnext_batch_run_in_progress", "1 while the service is running a batch run, else 0")
 STAGE_SECONDS = Gauge("readnext_batch_stage_duration_seconds", "How long each stage took in the last run", ["stage"])
 ROWS = Gauge(
     "readnext_batch_rows",

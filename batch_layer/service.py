@@ -103,7 +103,7 @@ class BatchService:
             return None
         log.info("batch service: a new generation is due: %s", reason)
         try:
-            with batch_lock(self.config):
+            with batch_lock(self.config), metrics.RUNNING.track_inprogress():
                 generation = build_generation(self.spark, self.config)
         except BatchRunning as e:
             log.info("batch service: %s; checking again later", e)

@@ -140,6 +140,7 @@ class SpeedConfig:
     master_trigger_s: int
     master_process: bool
     master_nice: int
+    fetch_max_wait_ms: int
     checkpoint_dir: Path
     store_attempts: int
     store_retry_s: float

@@ -281,6 +281,7 @@ class StreamingJob:
             .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
             .option("subscribe", config.kafka.ratings_topic)
             .option("startingOffsets", "earliest")
+            .option("kafka.fetch.max.wait.ms", str(config.speed.fetch_max_wait_ms))
             .load()
         )
         checkpoints = config.speed.checkpoint_dir
