@@ -145,6 +145,7 @@ class SpeedConfig:
     store_attempts: int
     store_retry_s: float
     top_n: int
+    rebase_chunk: int
     topic_partitions: int
 
 

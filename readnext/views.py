@@ -349,9 +349,13 @@ class SpeedView:
         rows = self.conn.table(self.name).rows([row_key(u) for u in user_ids], columns=list(SpeedRow.FRESHNESS))
         return {int(k): SpeedRow.from_row(v) for k, v in rows}
 
-    def not_on(self, generation: str) -> list[tuple[int, list[list[Any]]]]:
-        """(reader, events) of every row computed against another generation than `generation`."""
-        rows = self.conn.table(self.name).scan(columns=[b"v:events", b"v:generation"])
+    def not_on(self, generation: str, user_ids: Iterable[int] | None = None) -> list[tuple[int, list[list[Any]]]]:
+        """(reader, events) of each row (of `user_ids`, or of all) computed against another generation."""
+        table, columns = self.conn.table(self.name), [b"v:events", b"v:generation"]
+        if user_ids is None:
+            rows = table.scan(columns=columns)
+        else:
+            rows = table.rows([row_key(u) for u in user_ids], columns=columns)
         return [
             (int(k), SpeedRow.from_row(v).events) for k, v in rows if v.get(b"v:generation", b"").decode() != generation
         ]

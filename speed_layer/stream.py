@@ -110,19 +110,37 @@ class SpeedUpdates:
         self.lock = threading.Lock()
 
     def follow_generation(self) -> None:
-        """Swap in a new current generation and rebase the speed view on it."""
+        """Swap in a new current generation, then rebase the speed view on it `[speed] rebase_chunk` readers at a time.
+
+        Each chunk holds the lock for itself only, so micro-batches go on between chunks: a reader
+        they update is then on the new generation already, and its chunk leaves it alone. Until
+        its row is rebased, serving folds a reader in per request (serving_layer/recommend.py).
+        """
         with self.lock:
             if not self.holder.refresh():
                 return
             model = self.holder.model
-            conn = hbase_connection(self.config)
-            try:
-                kept, dropped = rebase(conn, self.config, model, self.config.speed.top_n)
-            finally:
-                conn.close()
+            stale = self._on_hbase(lambda conn: [u for u, _ in SpeedView(conn, self.config).not_on(model.generation)])
             metrics.REBASES.inc()
             logs.set_context(generation=model.generation)
+        kept = dropped = 0
+        step = self.config.speed.rebase_chunk
+        for chunk in (stale[at : at + step] for at in range(0, len(stale), step)):
+            with self.lock:
+                if self.holder.model is not model:  # a newer generation's rebase takes these rows
+                    break
+                wrote, deleted = self._on_hbase(
+                    lambda conn, chunk=chunk: rebase(conn, self.config, model, self.config.speed.top_n, chunk)
+                )
+            kept, dropped = kept + wrote, dropped + deleted
         log.info("generation %s is current: %d speed rows recomputed, %d absorbed", model.generation, kept, dropped)
+
+    def _on_hbase(self, work: Callable[[Any], Any]) -> Any:
+        conn = hbase_connection(self.config)
+        try:
+            return work(conn)
+        finally:
+            conn.close()
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         """foreachBatch of the speed query."""
@@ -166,11 +184,9 @@ class SpeedUpdates:
 
     def _update(self, by_user: dict[int, list[StreamEvent]]) -> int:
         with self.lock:
-            conn = hbase_connection(self.config)
-            try:
-                return update_readers(conn, self.config, self.holder.model, by_user, self.config.speed.top_n)
-            finally:
-                conn.close()
+            return self._on_hbase(
+                lambda conn: update_readers(conn, self.config, self.holder.model, by_user, self.config.speed.top_n)
+            )
 
 
 class MasterBatch:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -89,10 +90,13 @@ def _alone(model: ServedModel, user: int, history: dict[int, float], n: int) -> 
         return None
 
 
-def rebase(conn: Any, config: Config, model: ServedModel, n: int) -> tuple[int, int]:
-    """After a generation flip: recompute rows against the new generation, delete those it absorbed."""
+def rebase(
+    conn: Any, config: Config, model: ServedModel, n: int, users: Iterable[int] | None = None
+) -> tuple[int, int]:
+    """After a generation flip: recompute rows (of `users`, or all) against the new generation, delete those
+    it absorbed; (recomputed, deleted). Rows already computed against it are left alone."""
     speed = SpeedView(conn, config)
-    stale = speed.not_on(model.generation)
+    stale = speed.not_on(model.generation, users)
     batch = GenerationViews(conn, config, model.generation).histories(user for user, _ in stale)
     readers = [(user, pending(events, model.stream_offsets), batch.get(user)) for user, events in stale]
     with speed.writer() as out:

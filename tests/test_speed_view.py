@@ -95,3 +95,27 @@ def test_generation_flip_drops_absorbed_events_and_keeps_later_ones(env):
     assert row.generation == "G2"
     assert [e[1] for e in row.events] == [105]
     assert np.allclose(row.vector, holder.model.fold_in({1: 5, 2: 4, 3: 1, 7: 5, 9: 2}), atol=1e-6)
+
+
+def test_rebase_of_some_readers_leaves_the_others_and_rows_already_on_the_generation(env):
+    """The speed job rebases in chunks between micro-batches: a chunk redoes only its own stale rows."""
+    config, conn, holder, publish = env
+    g1 = holder.model
+    update_readers(
+        conn,
+        config,
+        g1,
+        {u: [StreamEvent("ratings-0", 200 + u, u, 7, 5, 1_000)] for u in (1, 2, 3)},
+        n=5,
+    )
+    publish("G2", {"ratings-0": 150}, {1: {1: 5}, 2: {4: 5}, 3: {2: 3}})
+    assert holder.refresh()
+    g2 = holder.model
+    # A micro-batch between two chunks puts reader 3 on G2 with a newer event.
+    update_readers(conn, config, g2, {3: [StreamEvent("ratings-0", 300, 3, 9, 4, 2_000)]}, n=5)
+    speed = SpeedView(conn, config)
+    newer = speed.reader(3)
+    assert rebase(conn, config, g2, n=5, users=[1, 3]) == (1, 0), "reader 3 is on G2 already"
+    assert speed.reader(1).generation == "G2" and speed.reader(2).generation == "G1"
+    assert speed.reader(3).events == newer.events and speed.reader(3).updated_ms == newer.updated_ms
+    assert rebase(conn, config, g2, n=5) == (1, 0) and speed.reader(2).generation == "G2"
