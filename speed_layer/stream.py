@@ -108,24 +108,38 @@ class SpeedUpdates:
     def __init__(self, config: Config, holder: ModelHolder, catalog: KnownBooks) -> None:
         self.config, self.holder, self.catalog = config, holder, catalog
         self.lock = threading.Lock()
+        self.rebase_due: ServedModel | None = None
+
+    def swap_generation(self) -> None:
+        """Use a new current generation from now on; its rebase is left to `follow_generation`.
+
+        Each micro-batch calls this, so its readers are folded in against the newest generation,
+        but never waits for a rebase of thousands of rows.
+        """
+        with self.lock:
+            if self.holder.refresh():
+                self.rebase_due = self.holder.model
+                logs.set_context(generation=self.holder.model.generation)
 
     def follow_generation(self) -> None:
         """Swap in a new current generation, then rebase the speed view on it `[speed] rebase_chunk` readers at a time.
 
-        Each chunk holds the lock for itself only, so micro-batches go on between chunks: a reader
-        they update is then on the new generation already, and its chunk leaves it alone. Until
-        its row is rebased, serving folds a reader in per request (serving_layer/recommend.py).
+        Each chunk holds the lock for itself only and the next one waits a moment, so micro-batches
+        go on between chunks: a reader they update is then on the new generation already, and its
+        chunk leaves it alone. Until its row is rebased, serving folds a reader in per request
+        (serving_layer/recommend.py).
         """
+        self.swap_generation()
         with self.lock:
-            if not self.holder.refresh():
+            model, self.rebase_due = self.rebase_due, None
+            if model is None:
                 return
-            model = self.holder.model
             stale = self._on_hbase(lambda conn: [u for u, _ in SpeedView(conn, self.config).not_on(model.generation)])
             metrics.REBASES.inc()
-            logs.set_context(generation=model.generation)
         kept = dropped = 0
         step = self.config.speed.rebase_chunk
         for chunk in (stale[at : at + step] for at in range(0, len(stale), step)):
+            time.sleep(0.01)  # a micro-batch waiting for the lock takes it now (a Lock is not fair)
             with self.lock:
                 if self.holder.model is not model:  # a newer generation's rebase takes these rows
                     break
@@ -152,7 +166,7 @@ class SpeedUpdates:
         started = time.perf_counter()
         rows = _kafka_rows(frame)
         read_s = time.perf_counter() - started
-        _store_retries(self.config, self.follow_generation, "following the current generation")
+        _store_retries(self.config, self.swap_generation, "following the current generation")
         if not rows:
             return
         metrics.EVENTS_READ.labels("speed").inc(len(rows))
