@@ -302,8 +302,11 @@ class StreamingJob:
             conn.close()
         holder = ModelHolder(artifacts.open_store(config))
         catalog = KnownBooks(config)
-        self.speed_view = SpeedUpdates(config, holder, catalog)
-        self.speed_view.follow_generation()
+        if "speed" in self.names:  # only the speed query writes the speed view (a process of its own may run master)
+            self.speed_view = SpeedUpdates(config, holder, catalog)
+            self.speed_view.follow_generation()
+        else:
+            holder.refresh()
         if holder.model is not None:  # load the catalog now, not in the first micro-batch
             catalog.for_model(holder.model)
         source = (
@@ -341,7 +344,8 @@ class StreamingJob:
                     name, progress = query.name.removeprefix("readnext-"), query.lastProgress
                     metrics.record_lag(name, progress)
                     seen[name] = metrics.record_parts(name, progress, seen.get(name, -1))
-                self.speed_view.follow_generation()
+                if self.speed_view is not None:
+                    self.speed_view.follow_generation()
             except Exception:  # noqa: BLE001 - keep watching; the next micro-batch retries and fails loudly
                 log.exception("could not follow the current generation; retrying")
 
