@@ -132,10 +132,19 @@ class SpeedUpdates:
         self.swap_generation()
         with self.lock:
             model, self.rebase_due = self.rebase_due, None
-            if model is None:
-                return
-            stale = self._on_hbase(lambda conn: [u for u, _ in SpeedView(conn, self.config).not_on(model.generation)])
-            metrics.REBASES.inc()
+        if model is None:
+            return
+        try:
+            kept, dropped = self._rebase(model)
+        except Exception:
+            with self.lock:  # the next call starts again: rows already rebased are left alone
+                self.rebase_due = self.rebase_due or model
+            raise
+        metrics.REBASES.inc()
+        log.info("generation %s is current: %d speed rows recomputed, %d absorbed", model.generation, kept, dropped)
+
+    def _rebase(self, model: ServedModel) -> tuple[int, int]:
+        stale = self._on_hbase(lambda conn: [u for u, _ in SpeedView(conn, self.config).not_on(model.generation)])
         kept = dropped = 0
         step = self.config.speed.rebase_chunk
         for chunk in (stale[at : at + step] for at in range(0, len(stale), step)):
@@ -147,7 +156,7 @@ class SpeedUpdates:
                     lambda conn, chunk=chunk: rebase(conn, self.config, model, self.config.speed.top_n, chunk)
                 )
             kept, dropped = kept + wrote, dropped + deleted
-        log.info("generation %s is current: %d speed rows recomputed, %d absorbed", model.generation, kept, dropped)
+        return kept, dropped
 
     def _on_hbase(self, work: Callable[[Any], Any]) -> Any:
         conn = hbase_connection(self.config)
