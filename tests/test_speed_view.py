@@ -12,8 +12,10 @@ from readnext.clients import hbase_connection
 from readnext.events import StreamEvent
 from readnext.model import ModelHolder
 from readnext.views import BatchRow, GenerationViews, SpeedView, put_rows
+from speed_layer.stream import KnownBooks, SpeedUpdates
 from speed_layer.view import rebase, update_readers
 from tests.conftest import drop_sandbox
+from tests.proxy import TcpProxy
 
 
 @pytest.fixture
@@ -119,3 +121,21 @@ def test_rebase_of_some_readers_leaves_the_others_and_rows_already_on_the_genera
     assert speed.reader(1).generation == "G2" and speed.reader(2).generation == "G1"
     assert speed.reader(3).events == newer.events and speed.reader(3).updated_ms == newer.updated_ms
     assert rebase(conn, config, g2, n=5) == (1, 0) and speed.reader(2).generation == "G2"
+
+
+def test_a_rebase_that_fails_is_due_again_at_the_next_check(env):
+    """HBase away during a flip: the job keeps the new generation and rebases once HBase is back."""
+    config, conn, holder, publish = env
+    update_readers(conn, config, holder.model, {1: [StreamEvent("ratings-0", 200, 1, 7, 5, 1_000)]}, n=5)
+    proxy = TcpProxy(config.hbase.port, config.hbase.host)
+    away = dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port))
+    updates = SpeedUpdates(away, holder, KnownBooks(away))
+    publish("G2", {"ratings-0": 150}, {1: {1: 5}})
+    proxy.cut()
+    with pytest.raises(Exception):  # noqa: B017 - whatever the Thrift client raises for a refused connection
+        updates.follow_generation()
+    assert holder.model.generation == "G2" and updates.rebase_due is holder.model
+    assert SpeedView(conn, config).reader(1).generation == "G1"
+    updates.config = config  # HBase is back
+    updates.follow_generation()
+    assert updates.rebase_due is None and SpeedView(conn, config).reader(1).generation == "G2"
