@@ -128,8 +128,9 @@ def wrk(
     readers = Path(tempfile.mkstemp(prefix="readnext-readers-")[1])
     readers.write_text("\n".join(str(int(u)) for u in users) + "\n")
     scenario = "known" if books is None else "anonymous"
-    book_file = Path(tempfile.mkstemp(prefix="readnext-books-")[1])
-    book_file.write_text("\n".join(str(int(b)) for b in (books if books is not None else [])) + "\n")
+    book_file = readers.with_name(readers.name + "-books")
+    if books is not None:
+        book_file.write_text("\n".join(str(int(b)) for b in books) + "\n")
     command = [
         "wrk",
         "-t1",
@@ -152,7 +153,7 @@ def wrk(
         env["DELAY_MS"] = f"{delay_ms:.0f}"
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
     readers.unlink()
-    book_file.unlink()
+    book_file.unlink(missing_ok=True)
     found = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
     return {
         "scenario": scenario,

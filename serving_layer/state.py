@@ -123,7 +123,7 @@ class BatchRows:
     """
 
     def __init__(self, config: Config, generation: str) -> None:
-        self.config, self.generation, self.size = config, generation, config.serving.batch_rows_cached
+        self.config, self.generation = config, generation
         self._rows: OrderedDict[int, BatchRow | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -135,7 +135,7 @@ class BatchRows:
         row = GenerationViews(conn, self.config, self.generation).reader(user_id)
         with self._lock:
             self._rows[user_id] = row
-            while len(self._rows) > self.size:
+            while len(self._rows) > self.config.serving.batch_rows_cached:
                 self._rows.popitem(last=False)
         return row
 
