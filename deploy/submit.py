@@ -37,7 +37,7 @@ def build_zip(config: Config) -> Path:
 def spark_submit_command(config: Config, master: str | None, layer: str, args: list[str]) -> list[str]:
     from pyspark.find_spark_home import _find_spark_home
 
-    conf = spark_conf(config)
+    conf = spark_conf(config, streaming=layer == "speed_layer")
     conf["spark.master"] = master or conf["spark.master"]
     cmd = [str(Path(_find_spark_home()) / "bin" / "spark-submit"), "--master", conf.pop("spark.master")]
     cmd += ["--py-files", str(build_zip(config))]

@@ -119,8 +119,26 @@ def log4j2_file(config: Config, app_name: str) -> Path:
     return path
 
 
-def spark_conf(config: Config, app_name: str = "readnext") -> dict[str, str]:
-    """The settings every ReadNext Spark application runs with, also usable as spark-submit --conf."""
+# A streaming query writes two checkpoint files per micro-batch (offsets, then commits). Without
+# Hadoop's native library the local file system forks `chmod` for each file it creates, and
+# FileContext's rename forks `readlink` a few times more: ten processes per micro-batch, 50 ms
+# each for walCommit and commitOffsets. Hadoop's FileSystem API on the raw local file system
+# (no .crc side files; rename(2) is atomic) forks one `chmod` per file: 9 and 7 ms
+# (docs/benchmarks.md). The speed job's only local files are its checkpoints and, when both
+# queries share a process, the master dataset's Parquet files, which need no .crc either.
+STREAMING_CONF = {
+    "spark.sql.streaming.checkpointFileManagerClass": (
+        "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+    ),
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
+}
+
+
+def spark_conf(config: Config, app_name: str = "readnext", streaming: bool = False) -> dict[str, str]:
+    """The settings every ReadNext Spark application runs with, also usable as spark-submit --conf.
+
+    `streaming` adds the settings of the speed layer's job (`STREAMING_CONF`).
+    """
     sc = config.spark
     conf = {
         "spark.master": sc.master,
@@ -156,6 +174,8 @@ def spark_conf(config: Config, app_name: str = "readnext") -> dict[str, str]:
         conf["spark.hadoop.javax.jdo.option.ConnectionURL"] = f"jdbc:derby:;databaseName={db};create=true"
         java_options.append(f"-Dderby.system.home={sc.metastore_dir}")
     conf["spark.driver.extraJavaOptions"] = " ".join(java_options)
+    if streaming:
+        conf.update(STREAMING_CONF)
     return conf
 
 
@@ -164,7 +184,9 @@ def blas_name(spark: SparkSession) -> str:
     return spark.sparkContext._jvm.dev.ludovic.netlib.blas.BLAS.getInstance().getClass().getName()
 
 
-def get_spark(config: Config, app_name: str = "readnext", java_options: Sequence[str] = ()) -> SparkSession:
+def get_spark(
+    config: Config, app_name: str = "readnext", java_options: Sequence[str] = (), streaming: bool = False
+) -> SparkSession:
     """Return the process's SparkSession, creating it with `spark_conf` on first use.
 
     `java_options` are added to the driver JVM's, with the class-data archive's
@@ -176,7 +198,7 @@ def get_spark(config: Config, app_name: str = "readnext", java_options: Sequence
     os.environ.setdefault("PYSPARK_PYTHON", config.spark.python or sys.executable)
     config.spark.metastore_dir.mkdir(parents=True, exist_ok=True)
     config.spark.warehouse_dir.mkdir(parents=True, exist_ok=True)
-    conf = spark_conf(config, app_name)
+    conf = spark_conf(config, app_name, streaming)
     if "PYSPARK_GATEWAY_PORT" in os.environ:  # launched by spark-submit: its --master decides
         del conf["spark.master"]
     else:

@@ -86,7 +86,7 @@ def _stream(config: Config, only: str | None) -> int:
             return True
         return False
 
-    spark = get_spark(config, app_name=f"readnext-speed-{only or 'stream'}")
+    spark = get_spark(config, app_name=f"readnext-speed-{only or 'stream'}", streaming=True)
     try:
         run(spark, config, until=stop_now, queries=queries)
     except KeyboardInterrupt:

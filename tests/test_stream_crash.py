@@ -102,6 +102,8 @@ def test_sigkill_and_restart_lose_nothing_and_apply_nothing_twice(stack, tmp_pat
             assert time.monotonic() < deadline, "the master-dataset query did not catch up"
             time.sleep(1)
         _kill(stream, signal.SIGTERM)
+        offsets = list((config.speed.checkpoint_dir / "speed" / "offsets").iterdir())
+        assert offsets and not [p for p in offsets if p.name.endswith(".crc")], "checkpoints on the raw file system"
 
         holder = ModelHolder(artifacts.open_store(config))
         holder.refresh()
