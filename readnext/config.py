@@ -172,6 +172,7 @@ class ServingConfig:
     demo_sign_in: bool
     token_cache_s: float
     batch_rows_cached: int
+    speed_readers_rescan_s: float
     workers: int
     threads: int
 

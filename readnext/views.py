@@ -340,6 +340,10 @@ class SpeedView:
             return None
         return SpeedRow.from_row(row) if row else None
 
+    def reader_ids(self) -> set[int]:
+        """Every reader with a row (keys only)."""
+        return {int(k) for k, _ in self.conn.table(self.name).scan(filter=b"KeyOnlyFilter()", batch_size=5000)}
+
     def events(self, user_ids: Iterable[int]) -> dict[int, list[list[Any]]]:
         rows = self.conn.table(self.name).rows([row_key(u) for u in user_ids], columns=list(SpeedRow.EVENTS))
         return {int(k): SpeedRow.from_row(v).events for k, v in rows}

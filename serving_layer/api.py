@@ -13,7 +13,7 @@ from readnext.events import MAX_ID, InvalidEvent, UnknownBook, json_integer, par
 from serving_layer import auth, status
 from serving_layer.metrics import ANSWERS, FOLD_IN_SECONDS, HBASE_SECONDS
 from serving_layer.openapi import openapi_document
-from serving_layer.recommend import contributions, reader_state, reasons, rerank
+from serving_layer.recommend import ReaderState, contributions, reader_state, reasons, rerank
 from serving_layer.state import (
     Snapshot,
     book_summary,
@@ -144,6 +144,13 @@ def _depth(n: int, offset: int) -> int:
     return min(3 * (n + offset), serving_state().config.batch.top_n * 3)
 
 
+def _reader_state(snap: Snapshot, user_id: int, depth: int) -> ReaderState:
+    """The merged views of a reader, reading the speed view only for readers that may have a row."""
+    state = serving_state()
+    speed_row = state.speed_readers.might_have(user_id)
+    return state.hbase(lambda conn: reader_state(conn, state.config, snap, user_id, depth, speed_row))
+
+
 @api.get("/users/<int:user_id>/recommendations")
 @private
 def user_recommendations(user_id: int) -> Any:
@@ -154,9 +161,7 @@ def user_recommendations(user_id: int) -> Any:
     try:
         auth.may_read(user_id)
         with HBASE_SECONDS.time():
-            reader = serving_state().hbase(
-                lambda conn: reader_state(conn, serving_state().config, snap, user_id, _depth(n, offset))
-            )
+            reader = _reader_state(snap, user_id, _depth(n, offset))
     except Exception as e:  # noqa: BLE001 - degrade, do not fail: HBase holds the readers' views and tokens
         # Popular books are public: answering them while no token can be checked reveals nothing.
         if not is_unavailable(e):
@@ -266,7 +271,7 @@ def search() -> Any:
 def _known_reader(snap: Snapshot, user_id: int):
     _id(user_id, "reader")
     auth.may_read(user_id)
-    reader = serving_state().hbase(lambda conn: reader_state(conn, serving_state().config, snap, user_id, 1))
+    reader = _reader_state(snap, user_id, 1)
     if reader.source == "popular":
         raise ApiError(404, f"no reader {user_id} in the batch or speed views")
     return reader

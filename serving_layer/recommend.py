@@ -27,11 +27,16 @@ class ReaderState:
     reasons: Mapping[int, int] = field(default_factory=dict)
 
 
-def reader_state(conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int) -> ReaderState:
-    """Merge rule: the speed view when it holds events the generation lacks, else the batch view."""
+def reader_state(
+    conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int, speed_row: bool = True
+) -> ReaderState:
+    """Merge rule: the speed view when it holds events the generation lacks, else the batch view.
+
+    `speed_row` False (`SpeedReaders.might_have`: the reader surely has none) skips the speed view's read.
+    """
     model = snap.model
     batch = snap.batch_rows.reader(conn, user_id)
-    speed = SpeedView(conn, config).reader(user_id)
+    speed = SpeedView(conn, config).reader(user_id) if speed_row else None
     events = pending(speed.events, model.stream_offsets) if speed else []
     if events:
         known = (batch.history_books, batch.history_ratings) if batch else (np.zeros(0), np.zeros(0))

@@ -28,6 +28,7 @@ from readnext.events import RatingProducer
 from readnext.model import ModelHolder, ServedModel
 from readnext.rerank import scaled_popularity
 from readnext.views import BatchRow, BookRow, GenerationViews
+from serving_layer.speed_readers import SpeedReaders
 
 log = logging.getLogger(__name__)
 _WORD = re.compile(r"[^ \t\r\n]+")
@@ -160,6 +161,7 @@ class ServingState:
         self._reload_lock = threading.Lock()  # held by the one thread that loads a generation
         self._producer_lock = threading.Lock()
         self._producer: RatingProducer | None = None
+        self.speed_readers = SpeedReaders(config, self.hbase)
 
     def snapshot(self) -> Snapshot | None:
         """The current generation; once one is served, a newer one is loaded in the background."""

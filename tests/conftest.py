@@ -29,13 +29,14 @@ from deploy.stack import Stack
 from readnext.accounts import Tokens
 from readnext.clients import hbase_connection, kafka_admin
 from readnext.config import PROJECT_ROOT, Config, load_config, sandbox_env
-from readnext.events import StreamEvent
+from readnext.events import RatingProducer, StreamEvent
 from readnext.processes import pid_alive
 from readnext.views import SpeedView
 from serving_layer.app import create_app
 from speed_layer import stream
 from speed_layer.view import update_readers
 from tests.data import taste_ratings, write_books, write_ratings
+from tests.waiting import wait_for
 
 _TEST_STATE = Path(tempfile.mkdtemp(prefix="readnext-tests-"))
 
@@ -219,17 +220,30 @@ def served(stack, spark, tmp_path_factory) -> Iterator[Served]:
 
 
 @pytest.fixture
-def speed_rows(served: Served) -> Iterator[Callable[[dict[int, list[StreamEvent]]], None]]:
-    """Writes speed-view rows into the shared `served` generation; they are removed after the test."""
+def speed_rows(served: Served) -> Iterator[Callable[..., None]]:
+    """Writes speed-view rows into the shared `served` generation; they are removed after the test.
+
+    As the speed layer makes a row only from ratings on the topic, each event is also sent there
+    (unless `on_topic` is False), and the call returns once the app's workers know the readers
+    (serving_layer/speed_readers.py).
+    """
     conn = hbase_connection(served.config)
+    producer = RatingProducer(served.config)
     written: list[int] = []
 
-    def write(events: dict[int, list[StreamEvent]]) -> None:
-        model = served.app.extensions["readnext"].snapshot().model
-        update_readers(conn, served.config, model, events, n=served.config.batch.top_n)
+    def write(events: dict[int, list[StreamEvent]], on_topic: bool = True) -> None:
+        state = served.app.extensions["readnext"]
+        update_readers(conn, served.config, state.snapshot().model, events, n=served.config.batch.top_n)
         written.extend(events)
+        if on_topic:
+            for user, stream in events.items():
+                for event in stream:
+                    producer.send(user, event.book_id, event.rating)
+            readers = state.speed_readers
+            wait_for(lambda: readers.ready and all(readers.might_have(u) for u in events), "the readers on the topic")
 
     yield write
+    producer.close()
     with SpeedView(conn, served.config).writer() as out:
         for user in written:
             out.delete(user)

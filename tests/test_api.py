@@ -135,10 +135,10 @@ def test_posting_a_rating_puts_it_on_kafka(served):
     consumer = kafka_consumer(
         config, config.kafka.ratings_topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000
     )
-    values = [json.loads(r.value) for r in consumer]
+    values = {v.get("event_id"): v for v in (json.loads(r.value) for r in consumer)}
     consumer.close()
     expected = {"user_id": 12, "book_id": 4, "rating": 5, "event_id": event_id, "writer": "reader:12"}
-    assert expected.items() <= values[-1].items()
+    assert expected.items() <= values[event_id].items()
 
 
 @pytest.fixture(scope="module")
