@@ -2,8 +2,9 @@
 
 Every `[batch] check_s` seconds it compares the master dataset with the current generation: a
 run starts when `min_new_ratings` streamed ratings beyond the generation's Kafka offsets have
-arrived, or when `interval_s` has passed since the generation was made and at least one has.
-Nothing new: no run. A failed run is logged with its cause, leaves the current generation
+arrived, or when `interval_s` has passed since the generation was made and at least one has,
+and never before the generation is `min_age_s` old (the speed view serves new ratings
+meanwhile). Nothing new: no run. A failed run is logged with its cause, leaves the current generation
 serving, and is tried again at the next check. Runs never overlap: each holds the deployment's
 run lock (`batch_lock`), which the kernel releases if the process dies, so a crash never leaves
 a stale lock behind.
@@ -85,11 +86,12 @@ class BatchService:
         if current is None:
             return "no generation is current yet"
         manifest = artifacts.load_manifest(store, current)
+        batch, age = self.config.batch, artifacts.age_s(manifest)
+        if age < batch.min_age_s:
+            return None
         new = new_stream_ratings(self.spark, manifest.get("stream_offsets", {}))
-        batch = self.config.batch
         if new >= batch.min_new_ratings:
             return f"{new} new streamed ratings (at least {batch.min_new_ratings})"
-        age = artifacts.age_s(manifest)
         if new and age >= batch.interval_s:
             return f"{new} new streamed ratings and generation {current} is {age:.0f} s old"
         return None

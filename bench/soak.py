@@ -211,7 +211,11 @@ def main() -> int:
         "minutes": args.minutes,
         "rating_rate": args.rating_rate,
         "read_rate": args.read_rate,
-        "batch": {"min_new_ratings": config.batch.min_new_ratings, "interval_s": config.batch.interval_s},
+        "batch": {
+            "min_new_ratings": config.batch.min_new_ratings,
+            "interval_s": config.batch.interval_s,
+            "min_age_s": config.batch.min_age_s,
+        },
         "generations_published": len({m["generation"] for m in minutes}) - 1,
         "ratings_acknowledged": acknowledged,
         "ratings_in_master_dataset": stored,

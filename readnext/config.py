@@ -110,6 +110,7 @@ class BatchConfig:
     popularity_prior_count: float
     check_s: float
     min_new_ratings: int
+    min_age_s: float
     interval_s: float
     service_nice: int
     java_options: str

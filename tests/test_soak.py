@@ -55,7 +55,7 @@ def test_every_layer_at_once_for_three_minutes(stack, live, spark):
     config, rows, job = live
     config = dataclasses.replace(
         config,
-        batch=dataclasses.replace(config.batch, min_new_ratings=300, check_s=10),
+        batch=dataclasses.replace(config.batch, min_new_ratings=300, check_s=10, min_age_s=0),
         limits=dataclasses.replace(config.limits, enabled=False),
     )
     init(config)

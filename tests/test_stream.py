@@ -212,7 +212,7 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
 
     config, rows, job = live
     config = dataclasses.replace(
-        config, batch=dataclasses.replace(config.batch, min_new_ratings=4, check_s=1, interval_s=3600)
+        config, batch=dataclasses.replace(config.batch, min_new_ratings=4, check_s=1, interval_s=3600, min_age_s=0)
     )
     service = BatchService(spark, config)
     assert service.due() is None, "nothing new: no run"
@@ -227,6 +227,9 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
     conn = hbase_connection(config)
     speed = SpeedView(conn, config)
     wait_for(lambda: len(speed.events([1, 6, 11, 16])) == 4, "speed rows of the four readers")
+    wait_for(service.due, "the four ratings in the master dataset")
+    young = dataclasses.replace(config, batch=dataclasses.replace(config.batch, min_age_s=3600))
+    assert BatchService(spark, young).due() is None, "the generation is younger than min_age_s"
 
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
