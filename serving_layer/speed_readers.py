@@ -72,8 +72,8 @@ class SpeedReaders:
             if self._ready.is_set():
                 try:
                     self._scan()
-                except Exception:  # noqa: BLE001 - the next rescan retries; the follower goes on
-                    log.exception("rescanning the speed view's readers failed")
+                except Exception as e:  # noqa: BLE001 - the next rescan retries; the follower goes on
+                    log.warning("rescanning the speed view's readers failed (the next rescan retries): %s", e)
 
     def _follow(self) -> None:
         """Follow the topic for good; after an error, read the view every request until caught up again."""
