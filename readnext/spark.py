@@ -123,9 +123,9 @@ def log4j2_file(config: Config, app_name: str) -> Path:
 # Hadoop's native library the local file system forks `chmod` for each file it creates, and
 # FileContext's rename forks `readlink` a few times more: ten processes per micro-batch, 50 ms
 # each for walCommit and commitOffsets. Hadoop's FileSystem API on the raw local file system
-# (no .crc side files; rename(2) is atomic) forks one `chmod` per file: 9 and 7 ms
-# (docs/benchmarks.md). The speed job's only local files are its checkpoints and, when both
-# queries share a process, the master dataset's Parquet files, which need no .crc either.
+# (no .crc side files; rename(2) is atomic) forks one `chmod` per file: 9 ms each
+# (docs/benchmarks.md). The speed job's other local files are the master query's Parquet files
+# in the warehouse, which need no .crc either.
 STREAMING_CONF = {
     "spark.sql.streaming.checkpointFileManagerClass": (
         "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"

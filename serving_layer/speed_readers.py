@@ -3,9 +3,10 @@
 Most readers a worker answers have rated nothing since the served generation, yet each of their
 requests asked HBase for a speed row. Every speed row starts as a rating on the ratings topic,
 so a worker follows that topic itself (every partition, no consumer group) and keeps the set of
-readers named there, seeded by a scan of the speed view's keys. It hears of a rating when the
-speed job does, before the row exists: the set may name readers without a row yet (their
-request reads the view, as before) but misses none that has one. The consumer starts
+readers named there, seeded by a scan of the speed view's keys. It hears of a rating about when
+the speed job does, milliseconds after the send and well before the row is written (a
+micro-batch takes a few hundred): the set may name readers without a row yet (their request
+reads the view, as before) but leaves out none that has one for longer than the follower lags. The consumer starts
 `[serving] speed_readers_rescan_s` seconds back in the topic, before the scan, so a speed job
 that lags by less than that loses nothing between the two; the scan is repeated as often, for a
 longer lag, on a thread of its own (the follower does not pause for it). Until the first scan
