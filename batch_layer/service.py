@@ -3,7 +3,8 @@
 Every `[batch] check_s` seconds it compares the master dataset with the current generation: a
 run starts when `min_new_ratings` streamed ratings beyond the generation's Kafka offsets have
 arrived, or when `interval_s` has passed since the generation was made and at least one has,
-and never before the generation is `min_age_s` old (the speed view serves new ratings
+and never before the generation is `min_age_s` old nor within `min_age_s` of this service's
+last successful run's end (a run on the full data takes minutes, and the speed view serves new ratings
 meanwhile). Nothing new: no run. A failed run is logged with its cause, leaves the current generation
 serving, and is tried again at the next check. Runs never overlap: each holds the deployment's
 run lock (`batch_lock`), which the kernel releases if the process dies, so a crash never leaves
@@ -78,6 +79,7 @@ class BatchService:
     def __init__(self, spark: SparkSession, config: Config) -> None:
         self.spark, self.config = spark, config
         self.failures = 0
+        self.ended: float | None = None  # time.monotonic() at the end of this service's last successful run
 
     def due(self) -> str | None:
         """Why a run is due now, or None."""
@@ -87,7 +89,8 @@ class BatchService:
             return "no generation is current yet"
         manifest = artifacts.load_manifest(store, current)
         batch, age = self.config.batch, artifacts.age_s(manifest)
-        if age < batch.min_age_s:
+        rested = time.monotonic() - self.ended if self.ended is not None else age
+        if min(age, rested) < batch.min_age_s:
             return None
         new = new_stream_ratings(self.spark, manifest.get("stream_offsets", {}))
         if new >= batch.min_new_ratings:
@@ -119,7 +122,7 @@ class BatchService:
                 self.failures,
             )
             return None
-        self.failures = 0
+        self.failures, self.ended = 0, time.monotonic()
         metrics.RUNS.labels("success").inc()
         metrics.record_generation(artifacts.load_manifest(artifacts.open_store(self.config), generation))
         log.info("batch service: generation %s is current", generation)

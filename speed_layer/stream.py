@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from kafka.errors import MessageSizeTooLargeError
 
 from readnext import artifacts, logs, master_dataset
-from readnext.clients import hbase_connection, kafka_producer
+from readnext.clients import hbase_connection, hbase_pool, kafka_producer
 from readnext.config import Config
 from readnext.events import InvalidEvent, StreamEvent, ensure_topics, parse_event
 from readnext.model import ModelHolder, ServedModel
@@ -36,6 +36,7 @@ from speed_layer import metrics
 from speed_layer.view import rebase, update_readers
 
 if TYPE_CHECKING:
+    import happybase
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -103,12 +104,15 @@ class SpeedUpdates:
     """Writes to the speed view: micro-batches of events, and rebasing when the generation changes.
 
     One lock orders the two, so a rebase never overwrites a fresher update of the same reader.
+    Their HBase connections stay open between micro-batches (a pool, one per thread that writes).
     """
 
     def __init__(self, config: Config, holder: ModelHolder, catalog: KnownBooks) -> None:
         self.config, self.holder, self.catalog = config, holder, catalog
         self.lock = threading.Lock()
         self.rebase_due: ServedModel | None = None
+        self._pool: happybase.ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
 
     def swap_generation(self) -> None:
         """Use a new current generation from now on; its rebase is left to `follow_generation`.
@@ -159,11 +163,12 @@ class SpeedUpdates:
         return kept, dropped
 
     def _on_hbase(self, work: Callable[[Any], Any]) -> Any:
-        conn = hbase_connection(self.config)
-        try:
+        """`work(connection)`; a connection that failed is reopened by the pool before its next use."""
+        with self._pool_lock:  # opened on first use: its first connection is made at once
+            if self._pool is None:
+                self._pool = hbase_pool(self.config, size=2)  # the micro-batches' thread and the watcher's
+        with self._pool.connection() as conn:
             return work(conn)
-        finally:
-            conn.close()
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         """foreachBatch of the speed query."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -230,6 +231,12 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
     wait_for(service.due, "the four ratings in the master dataset")
     young = dataclasses.replace(config, batch=dataclasses.replace(config.batch, min_age_s=3600))
     assert BatchService(spark, young).due() is None, "the generation is younger than min_age_s"
+    age = artifacts.age_s(artifacts.load_manifest(store, before))
+    old_enough = dataclasses.replace(config, batch=dataclasses.replace(config.batch, min_age_s=age / 2))
+    resting = BatchService(spark, old_enough)
+    assert resting.due() is not None, "the generation is older than min_age_s"
+    resting.ended = time.monotonic()
+    assert resting.due() is None, "this service's last run ended less than min_age_s ago"
 
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
