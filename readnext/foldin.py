@@ -87,7 +87,8 @@ def _normal_equations(
         n = len(items)
         a = y.T @ y
         weights = r
-    return a + params.reg * n * np.eye(rank), weights, n
+    a[np.diag_indices(rank)] += params.reg * n
+    return a, weights, n
 
 
 @dataclass(frozen=True)

@@ -98,15 +98,15 @@ class ServedModel:
             rows = np.array([self.row_of[b] for b in known], dtype=np.int64)
             steps.append(step(self.factors, rows, np.array([ratings[b] for b in known]), self.params, self.yty))
             rated.append((known, rows))
-        scores = self.factors @ np.stack([s.vector for s in steps], axis=1)
+        scores = np.stack([s.vector for s in steps]) @ self.factors.T  # a reader's scores in one contiguous row
         out = []
         for k, (solved, (known, rows)) in enumerate(zip(steps, rated, strict=True)):
-            idx, best = top_n(scores[:, k], n, rows)
+            idx, best = top_n(scores[k], n, rows)
             why = solved.strongest(self.factors, idx)
             out.append(
                 ReaderList(
                     solved.vector,
-                    [(int(self.book_ids[i]), float(v)) for i, v in zip(idx, best, strict=True)],
+                    list(zip(self.book_ids[idx].tolist(), best.tolist(), strict=True)),
                     [known[j] if j >= 0 else -1 for j in why.tolist()],
                 )
             )
