@@ -4,8 +4,8 @@ Every `[batch] check_s` seconds it compares the master dataset with the current 
 run starts when `min_new_ratings` streamed ratings beyond the generation's Kafka offsets have
 arrived, or when `interval_s` has passed since the generation was made and at least one has,
 and never before the generation is `min_age_s` old nor within `min_age_s` of this service's
-last successful run's end (a run on the full data takes minutes, and the speed view serves new ratings
-meanwhile). Nothing new: no run. A failed run is logged with its cause, leaves the current generation
+last successful run's end (a run takes minutes, and the speed view serves new ratings meanwhile).
+Nothing new: no run. A failed run is logged with its cause, leaves the current generation
 serving, and is tried again at the next check. Runs never overlap: each holds the deployment's
 run lock (`batch_lock`), which the kernel releases if the process dies, so a crash never leaves
 a stale lock behind.

@@ -6,9 +6,9 @@ so a worker follows that topic itself (every partition, no consumer group) and k
 readers named there, seeded by a scan of the speed view's keys. It hears of a rating about when
 the speed job does, milliseconds after the send and well before the row is written (a
 micro-batch takes a few hundred): the set may name readers without a row yet (their request
-reads the view, as before) but leaves out none that has one for longer than the follower lags. The consumer starts
-`[serving] speed_readers_rescan_s` seconds back in the topic, before the scan, so a speed job
-that lags by less than that loses nothing between the two; the scan is repeated as often, for a
+reads the view, as before) but leaves out none that has one for longer than the follower lags.
+The consumer starts `[serving] speed_readers_rescan_s` seconds back in the topic, before the
+scan, so a speed job that lags by less than that loses nothing between the two; the scan is repeated as often, for a
 longer lag, on a thread of its own (the follower does not pause for it). Until the first scan
 has ended, and while the follower restarts after an error, every request reads the view.
 `speed_readers_rescan_s` = 0 turns it off: every request reads the view.
