@@ -139,9 +139,12 @@ class QualityConfig:
 class SpeedConfig:
     trigger_ms: int
     master_trigger_s: int
+    max_events_per_batch: int
+    master_max_events: int
     master_process: bool
     master_nice: int
     fetch_max_wait_ms: int
+    read_timeout_s: float
     checkpoint_dir: Path
     store_attempts: int
     store_retry_s: float

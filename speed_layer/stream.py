@@ -21,6 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kafka.errors import MessageSizeTooLargeError
@@ -33,6 +34,7 @@ from readnext.model import ModelHolder, ServedModel
 from readnext.retry import with_retries
 from readnext.views import GenerationViews, SpeedView
 from speed_layer import metrics
+from speed_layer.kafka_read import RangeReader, Record, planned_ranges, spark_records
 from speed_layer.view import rebase, update_readers
 
 if TYPE_CHECKING:
@@ -62,17 +64,8 @@ class KnownBooks:
         return self.ids
 
 
-def _kafka_rows(frame: DataFrame) -> list[Any]:
-    """The micro-batch's records; the broker's append time as epoch ms, never converted to a date in Python."""
-    from pyspark.sql import functions as F
-
-    return frame.select(
-        "key", "value", "topic", "partition", "offset", F.unix_millis("timestamp").alias("append_ms")
-    ).collect()
-
-
-def _events(rows: list[Any], catalog: set[int] | None) -> tuple[list[StreamEvent], list[tuple[Any, str]]]:
-    """Split Kafka rows into valid events and (row, reason) rejects; no record can make this raise."""
+def _events(rows: list[Record], catalog: set[int] | None) -> tuple[list[StreamEvent], list[tuple[Record, str]]]:
+    """Split Kafka records into valid events and (record, reason) rejects; no record can make this raise."""
     valid, invalid = [], []
     for r in rows:
         try:
@@ -104,11 +97,14 @@ class SpeedUpdates:
     """Writes to the speed view: micro-batches of events, and rebasing when the generation changes.
 
     One lock orders the two, so a rebase never overwrites a fresher update of the same reader.
-    Their HBase connections stay open between micro-batches (a pool, one per thread that writes).
+    Their HBase connections stay open between micro-batches (a pool, one per thread that writes),
+    and so does the consumer that reads each micro-batch's records (`speed_layer.kafka_read`)
+    over the offsets in the query's `checkpoint`.
     """
 
-    def __init__(self, config: Config, holder: ModelHolder, catalog: KnownBooks) -> None:
-        self.config, self.holder, self.catalog = config, holder, catalog
+    def __init__(self, config: Config, holder: ModelHolder, catalog: KnownBooks, checkpoint: Path) -> None:
+        self.config, self.holder, self.catalog, self.checkpoint = config, holder, catalog, checkpoint
+        self.records = RangeReader(config)
         self.lock = threading.Lock()
         self.rebase_due: ServedModel | None = None
         self._pool: happybase.ConnectionPool | None = None
@@ -178,7 +174,7 @@ class SpeedUpdates:
     def _apply(self, frame: DataFrame, batch_id: int) -> None:
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "speed")
         started = time.perf_counter()
-        rows = _kafka_rows(frame)
+        rows = self._read(frame, batch_id)
         read_s = time.perf_counter() - started
         _store_retries(self.config, self.swap_generation, "following the current generation")
         if not rows:
@@ -210,6 +206,12 @@ class SpeedUpdates:
             fold_s * 1000,
         )
 
+    def _read(self, frame: DataFrame, batch_id: int) -> list[Record]:
+        ranges = planned_ranges(self.checkpoint, batch_id)
+        if ranges is None:
+            return spark_records(frame)
+        return _store_retries(self.config, lambda: self.records.read(ranges), "reading the micro-batch from Kafka")
+
     def _update(self, by_user: dict[int, list[StreamEvent]]) -> int:
         with self.lock:
             return self._on_hbase(
@@ -230,7 +232,7 @@ class MasterBatch:
 
     def _store(self, frame: DataFrame, batch_id: int) -> None:
         frame.sparkSession.sparkContext.setLocalProperty("spark.scheduler.pool", "master")
-        rows = _kafka_rows(frame)
+        rows = spark_records(frame)
         if not rows:
             return
         metrics.EVENTS_READ.labels("master").inc(len(rows))
@@ -259,7 +261,7 @@ class MasterBatch:
             len(invalid),
         )
 
-    def _dead_letters(self, invalid: list[tuple[Any, str]]) -> None:
+    def _dead_letters(self, invalid: list[tuple[Record, str]]) -> None:
         if self.producer is None:
             self.producer = kafka_producer(self.config)
         sent = []
@@ -317,31 +319,37 @@ class StreamingJob:
         holder = ModelHolder(artifacts.open_store(config))
         catalog = KnownBooks(config)
         if "speed" in self.names:  # only the speed query writes the speed view (a process of its own may run master)
-            self.speed_view = SpeedUpdates(config, holder, catalog)
+            self.speed_view = SpeedUpdates(config, holder, catalog, config.speed.checkpoint_dir / "speed")
             self.speed_view.follow_generation()
         else:
             holder.refresh()
         if holder.model is not None:  # load the catalog now, not in the first micro-batch
             catalog.for_model(holder.model)
-        source = (
-            spark.readStream.format("kafka")
-            .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
-            .option("subscribe", config.kafka.ratings_topic)
-            .option("startingOffsets", "earliest")
-            .option("kafka.fetch.max.wait.ms", str(config.speed.fetch_max_wait_ms))
-            .load()
-        )
-        checkpoints = config.speed.checkpoint_dir
-        for name, handler, trigger in (
-            ("speed", self.speed_view, f"{config.speed.trigger_ms} milliseconds"),
-            ("master", MasterBatch(config, holder, catalog), f"{config.speed.master_trigger_s} seconds"),
+        speed = config.speed
+        for name, handler, trigger, cap in (
+            ("speed", self.speed_view, f"{speed.trigger_ms} milliseconds", speed.max_events_per_batch),
+            (
+                "master",
+                MasterBatch(config, holder, catalog),
+                f"{speed.master_trigger_s} seconds",
+                speed.master_max_events,
+            ),
         ):
             if name not in self.names:
                 continue
+            source = (
+                spark.readStream.format("kafka")
+                .option("kafka.bootstrap.servers", config.kafka.bootstrap_servers)
+                .option("subscribe", config.kafka.ratings_topic)
+                .option("startingOffsets", "earliest")
+                .option("maxOffsetsPerTrigger", str(cap))
+                .option("kafka.fetch.max.wait.ms", str(speed.fetch_max_wait_ms))
+                .load()
+            )
             self.queries.append(
                 source.writeStream.queryName(f"readnext-{name}")
                 .foreachBatch(handler)
-                .option("checkpointLocation", str(checkpoints / name))
+                .option("checkpointLocation", str(speed.checkpoint_dir / name))
                 .trigger(processingTime=trigger)
                 .start()
             )
@@ -372,6 +380,8 @@ class StreamingJob:
             q.stop()
         if self._watcher is not None:
             self._watcher.join()
+        if self.speed_view is not None:
+            self.speed_view.records.close()
 
 
 def run(

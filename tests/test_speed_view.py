@@ -129,7 +129,7 @@ def test_a_rebase_that_fails_is_due_again_at_the_next_check(env):
     update_readers(conn, config, holder.model, {1: [StreamEvent("ratings-0", 200, 1, 7, 5, 1_000)]}, n=5)
     proxy = TcpProxy(config.hbase.port, config.hbase.host)
     away = dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, port=proxy.port))
-    updates = SpeedUpdates(away, holder, KnownBooks(away))
+    updates = SpeedUpdates(away, holder, KnownBooks(away), away.speed.checkpoint_dir / "speed")
     publish("G2", {"ratings-0": 150}, {1: {1: 5}})
     proxy.cut()
     with pytest.raises(Exception):  # noqa: B017 - whatever the Thrift client raises for a refused connection

@@ -15,6 +15,8 @@ from readnext.clients import hbase_connection, kafka_consumer, kafka_producer
 from readnext.events import EARLIEST_TS_MS, RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
+from speed_layer import stream
+from speed_layer.kafka_read import planned_offsets
 from tests.waiting import committed_events, master_timeout, wait_for
 
 
@@ -78,6 +80,37 @@ def test_stream_updates_speed_view_master_dataset_and_dead_letters(live, spark):
     assert reasons[json.dumps({"user_id": 7, "book_id": 3, "rating": 6}).encode()] == "rating 6 outside 1-5"
     assert reasons[json.dumps({"user_id": 7, "book_id": 4242, "rating": 3}).encode()] == "unknown book 4242"
     assert reasons[json.dumps({"user_id": 7, "rating": 3}).encode()] == "missing field book_id"
+
+
+def test_a_backlog_is_worked_through_in_capped_micro_batches(live, spark, tmp_path):
+    """A speed query that starts behind plans at most `max_events_per_batch` events per micro-batch, and
+    its readers' rows hold every event."""
+    config, _, job = live
+    job.stop()  # query names are unique in a session: the capped query replaces it
+    producer = RatingProducer(config)
+    for k in range(12):
+        producer.send(1001 + k % 6, 2 + k, 4)
+    producer.flush()
+    checkpoint = tmp_path / "capped"
+    capped = dataclasses.replace(
+        config, speed=dataclasses.replace(config.speed, max_events_per_batch=5, checkpoint_dir=checkpoint)
+    )
+    second = stream.StreamingJob(spark, capped, queries=("speed",)).start()
+    try:
+        wait_for(lambda: committed_events(checkpoint / "speed") >= 12 or second.failures(), "12 events committed", 120)
+    finally:
+        second.stop()
+    assert not second.failures(), second.failures()
+    batches = sorted(int(p.name) for p in (checkpoint / "speed" / "commits").glob("[0-9]*"))
+    totals = [sum(sum(parts.values()) for parts in planned_offsets(checkpoint / "speed", b).values()) for b in batches]
+    assert totals[-1] == 12 and len(totals) >= 3
+    assert max(np.diff([0, *totals])) <= 5, totals
+    conn = hbase_connection(config)
+    try:
+        rows = SpeedView(conn, config).events(range(1001, 1007))
+    finally:
+        conn.close()
+    assert sorted(len(events) for events in rows.values()) == [2] * 6
 
 
 def test_no_rating_is_lost_across_a_generation_flip(live, spark):

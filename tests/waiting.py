@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from readnext.config import Config
+from speed_layer.kafka_read import planned_offsets
 
 T = TypeVar("T")
 
@@ -35,5 +35,5 @@ def committed_events(checkpoint: Path) -> int:
     commits = [int(p.name) for p in (checkpoint / "commits").glob("[0-9]*")]
     if not commits:
         return 0
-    offsets = (checkpoint / "offsets" / str(max(commits))).read_text().splitlines()[-1]
-    return sum(sum(partitions.values()) for partitions in json.loads(offsets).values())
+    offsets = planned_offsets(checkpoint, max(commits)) or {}
+    return sum(sum(partitions.values()) for partitions in offsets.values())
