@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from readnext.config import load_config
+from readnext.processes import lower_priority
 
 
 def _add_data_options(parser: argparse.ArgumentParser, files: tuple[str, ...]) -> None:
@@ -171,7 +171,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest_p = sub.add_parser("ingest", help="import goodbooks-10k files into the Hive master dataset")
     _add_data_options(ingest_p, ("books", "tags", "book-tags", "to-read"))
     sub.add_parser("train", help="train ALS and publish a new generation of batch views")
-    sub.add_parser("serve", help="the batch service: a new generation whenever enough new ratings arrived")
+    serve_p = sub.add_parser("serve", help="the batch service: a new generation whenever enough new ratings arrived")
+    serve_p.add_argument(
+        "--own-session",
+        action="store_true",
+        help="it runs in a session of its own (deploy/service does so): lower the whole session's priority too",
+    )
     run_p = sub.add_parser("run", help="ingest, then train and publish (the whole batch run)")
     _add_data_options(run_p, ("books", "tags", "book-tags", "to-read"))
     evaluate_p = sub.add_parser(
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":  # the long-running one: its lines in the configured format
         logs.configure(config)
         logging.getLogger("kafka").setLevel(logging.WARNING)
-        os.nice(config.batch.service_nice)  # before Spark's JVM starts: it inherits the priority
+        lower_priority(config.batch.service_nice, session=args.own_session)  # before Spark's JVM starts
     else:  # the service waits for the metastore at each check; a one-off run refuses to start
         try:
             require_metastore(config)
