@@ -115,11 +115,7 @@ class RangeReader:
                 )
             for tp, batch in consumer.poll(timeout_ms=100).items():
                 first, end = ranges[tp]
-                records += [
-                    Record(r.key, r.value, r.topic, r.partition, r.offset, r.timestamp)
-                    for r in batch
-                    if first <= r.offset < end
-                ]
+                records += [_record(r) for r in batch if first <= r.offset < end]
             done = {tp for tp in left if consumer.position(tp) >= ranges[tp][1]}
             if done:
                 consumer.pause(*done)  # no fetch beyond a range's end while the others are read
