@@ -73,12 +73,13 @@ def planned_ranges(checkpoint: Path, batch_id: int) -> dict[TopicPartition, tupl
     end, start = planned_offsets(checkpoint, batch_id), planned_offsets(checkpoint, batch_id - 1)
     if end is None or start is None:
         return None
-    return {
-        TopicPartition(topic, int(partition)): (start.get(topic, {}).get(partition, 0), until)
-        for topic, partitions in end.items()
-        for partition, until in partitions.items()
-        if until > start.get(topic, {}).get(partition, 0)
-    }
+    ranges = {}
+    for topic, partitions in end.items():
+        for partition, until in partitions.items():
+            first = start.get(topic, {}).get(partition, 0)
+            if until > first:
+                ranges[TopicPartition(topic, int(partition))] = (first, until)
+    return ranges
 
 
 def _record(r: ConsumerRecord) -> Record:
