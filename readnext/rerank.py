@@ -8,7 +8,7 @@ never limited.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -22,20 +22,27 @@ def rerank(
     ids: np.ndarray,
     scores: np.ndarray,
     popularity: np.ndarray,
-    groups: Sequence[str],
+    groups: Sequence[Hashable],
     penalty: float,
     max_per_group: int,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, scores) re-ordered by score - penalty·popularity, at most `max_per_group` per group."""
+    """(ids, scores) re-ordered by score - penalty·popularity, at most `max_per_group` per group.
+
+    A falsy group ("" or 0) is unknown and never limited. With `limit`, only the first `limit`
+    books of that list are returned: a page needs no more, and the walk stops there.
+    """
     ids, scores = np.asarray(ids), np.asarray(scores, dtype=np.float64)
     order = np.arange(len(ids))
     if penalty > 0 and len(ids):
         scores = scores - penalty * np.asarray(popularity, dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
     if max_per_group > 0:
-        seen: dict[str, int] = {}
-        kept = []
-        for i in order:
+        seen: dict[Hashable, int] = {}
+        kept: list[int] = []
+        for i in order.tolist():
+            if limit is not None and len(kept) >= limit:
+                break
             group = groups[i]
             if not group:  # author unknown: nothing to limit
                 kept.append(i)
@@ -43,4 +50,6 @@ def rerank(
                 seen[group] = seen.get(group, 0) + 1
                 kept.append(i)
         order = np.array(kept, dtype=np.int64)
+    elif limit is not None:
+        order = order[:limit]
     return ids[order], scores[order]

@@ -128,12 +128,13 @@ def _recommend(
     ranked: list[tuple[int, float]],
     history: dict[int, float],
     stored: Mapping[int, int],
+    n: int,
+    offset: int,
 ) -> Any:
-    n, offset = _page()
     penalty, per_author = _controls()
     if source == "popular":  # already ordered by popularity: a penalty would turn it upside down
         penalty = 0.0
-    page = rerank(snap, ranked, penalty, per_author)[offset : offset + n]
+    page = rerank(snap, ranked, penalty, per_author, offset + n)[offset:]
     return jsonify(
         {"source": source, "generation": snap.model.generation, "items": _items(snap, page, history, stored)}
     )
@@ -148,7 +149,7 @@ def _reader_state(snap: Snapshot, user_id: int, depth: int) -> ReaderState:
     """The merged views of a reader, reading the speed view only for readers that may have a row."""
     state = serving_state()
     speed_row = state.speed_readers.might_have(user_id)
-    return state.hbase(lambda conn: reader_state(conn, state.config, snap, user_id, depth, speed_row))
+    return reader_state(state.hbase, state.config, snap, user_id, depth, speed_row)
 
 
 @api.get("/users/<int:user_id>/recommendations")
@@ -169,7 +170,7 @@ def user_recommendations(user_id: int) -> Any:
         current_app.logger.warning("HBase unavailable, answering with popular books: %s", e)
         ANSWERS.labels("degraded").inc()
         ranked = [(b, 0.0) for b in snap.catalog.popular[: _depth(n, offset)]]
-        answer = _recommend(snap, "popular", ranked, {}, {}).get_json()
+        answer = _recommend(snap, "popular", ranked, {}, {}, n, offset).get_json()
         return jsonify(
             {**answer, "notice": "personal recommendations are unavailable right now; showing popular books"}
         )
@@ -177,7 +178,7 @@ def user_recommendations(user_id: int) -> Any:
     if not exclude_known and reader.vector is not None:
         ranked = snap.model.recommend(reader.vector, _depth(n, offset), exclude=set())
     ANSWERS.labels(reader.source).inc()
-    return _recommend(snap, reader.source, ranked, reader.history, reader.reasons)
+    return _recommend(snap, reader.source, ranked, reader.history, reader.reasons, n, offset)
 
 
 def _rated_books(snap: Snapshot, body: Any) -> dict[int, float]:
@@ -214,7 +215,7 @@ def anonymous_recommendations() -> Any:
         folded = snap.model.lists([history], _depth(n, 0))[0]
     ANSWERS.labels("fold-in").inc()
     penalty, per_author = _controls()
-    page = rerank(snap, folded.ranked, penalty, per_author)[:n]
+    page = rerank(snap, folded.ranked, penalty, per_author, n)
     items = _items(snap, page, history, folded.reason_of())
     return jsonify({"source": "fold-in", "generation": snap.model.generation, "items": items})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,15 +28,21 @@ class ReaderState:
 
 
 def reader_state(
-    conn: Any, config: Config, snap: Snapshot, user_id: int, depth: int, speed_row: bool = True
+    hbase: Callable[[Callable[[Any], Any]], Any],
+    config: Config,
+    snap: Snapshot,
+    user_id: int,
+    depth: int,
+    speed_row: bool = True,
 ) -> ReaderState:
     """Merge rule: the speed view when it holds events the generation lacks, else the batch view.
 
+    `hbase(work)` runs a read on a pooled connection; a remembered batch row needs none.
     `speed_row` False (`SpeedReaders.might_have`: the reader surely has none) skips the speed view's read.
     """
     model = snap.model
-    batch = snap.batch_rows.reader(conn, user_id)
-    speed = SpeedView(conn, config).reader(user_id) if speed_row else None
+    batch = snap.batch_rows.reader(hbase, user_id)
+    speed = hbase(lambda conn: SpeedView(conn, config).reader(user_id)) if speed_row else None
     events = pending(speed.events, model.stream_offsets) if speed else []
     if events:
         known = (batch.history_books, batch.history_ratings) if batch else (np.zeros(0), np.zeros(0))
@@ -54,19 +60,21 @@ def reader_state(
 
 
 def rerank(
-    snap: Snapshot, ranked: list[tuple[int, float]], penalty: float, max_per_author: int
+    snap: Snapshot, ranked: list[tuple[int, float]], penalty: float, max_per_author: int, limit: int | None = None
 ) -> list[tuple[int, float]]:
-    """Popularity penalty on the scores, then at most `max_per_author` books of one author."""
+    """Popularity penalty on the scores, then at most `max_per_author` books of one author; the first `limit`."""
     if not ranked or (penalty <= 0 and max_per_author <= 0):
-        return ranked
-    books = [b for b, _ in ranked]
+        return ranked[:limit]
+    books, scores = np.array(ranked).T
+    books = books.astype(np.int64)
     ids, scores = controls.rerank(
-        np.array(books),
-        np.array([s for _, s in ranked]),
+        books,
+        scores,
         snap.catalog.popularity(books),
-        snap.catalog.authors(books),
+        snap.catalog.authors(books).tolist(),
         penalty,
         max_per_author,
+        limit,
     )
     return list(zip(ids.tolist(), scores.tolist(), strict=True))
 

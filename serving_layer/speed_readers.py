@@ -53,10 +53,13 @@ class SpeedReaders:
         if not self.window_s:
             return True
         if not self._started:
-            self._start()
+            self.start()
         return not self._ready.is_set() or user_id in self._readers
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Follow the topic and rescan the view from now on (once; later calls do nothing)."""
+        if not self.window_s:
+            return
         with self._lock:
             if self._started:
                 return

@@ -66,13 +66,20 @@ def book_summary(book: BookRow) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Catalog:
-    """One generation's books, with what re-ranking needs per book worked out once at load."""
+    """One generation's books, with what a request needs per book worked out once at load.
+
+    The public fields of each book, and its popularity and first author (as a number, 0 when
+    unknown) in arrays ordered by book id, so that re-ranking a reader's candidates is a lookup
+    of arrays rather than of one dict entry per book.
+    """
 
     generation: str
     books: dict[int, BookRow]
     popular: tuple[int, ...]
-    scaled_popularity: dict[int, float]
-    first_author: dict[int, str]
+    summaries: dict[int, dict[str, Any]]
+    ids: np.ndarray
+    scaled_popularity: np.ndarray
+    author_codes: np.ndarray
 
     @classmethod
     def load(cls, conn: Any, config: Config, generation: str) -> Catalog:
@@ -80,20 +87,24 @@ class Catalog:
         rated = [b for b in books.values() if b.bayes_rating is not None]
         popular = tuple(b.book_id for b in sorted(rated, key=lambda b: (-b.bayes_rating, -b.ratings_count, b.book_id)))
         largest = max((b.ratings_count for b in books.values()), default=0)
-        ids = list(books)
+        ids = sorted(books)
         scaled = scaled_popularity(np.array([books[b].ratings_count for b in ids], dtype=float), largest)
+        codes: dict[str, int] = {"": 0}
+        authors = [codes.setdefault(books[b].authors.split(",")[0].strip(), len(codes)) for b in ids]
         return cls(
             generation,
             books,
             popular,
-            dict(zip(ids, scaled.tolist(), strict=True)),
-            {b: book.authors.split(",")[0].strip() for b, book in books.items()},
+            {b: book_summary(book) for b, book in books.items()},
+            np.array(ids, dtype=np.int64),
+            scaled,
+            np.array(authors, dtype=np.int64),
         )
 
     def summary(self, book_id: int) -> dict[str, Any]:
-        """The book's public fields, or just its id for a book the catalog does not hold."""
-        book = self.books.get(book_id)
-        return book_summary(book) if book else {"book_id": book_id}
+        """The book's public fields (a copy to add to), or just its id for a book the catalog does not hold."""
+        found = self.summaries.get(book_id)
+        return dict(found) if found else {"book_id": book_id}
 
     def search(self, query: str) -> list[BookRow]:
         """Books whose title or authors hold every word: title prefix first, then words in the title, then popular."""
@@ -107,13 +118,20 @@ class Catalog:
                 hits.append(((not title.startswith(q), -in_title, -book.ratings_count, book.book_id), book))
         return [book for _, book in sorted(hits, key=lambda h: h[0])]
 
-    def popularity(self, book_ids: list[int]) -> np.ndarray:
-        """log(1 + ratings count), scaled to 0..1 over the catalog (0 for a book it lacks)."""
-        return np.array([self.scaled_popularity.get(b, 0.0) for b in book_ids])
+    def _lookup(self, values: np.ndarray, book_ids: np.ndarray, missing: float) -> np.ndarray:
+        """`values` of each book, `missing` for a book the catalog does not hold."""
+        if not len(self.ids):
+            return np.full(len(book_ids), missing, dtype=values.dtype)
+        at = np.minimum(np.searchsorted(self.ids, book_ids), len(self.ids) - 1)
+        return np.where(self.ids[at] == book_ids, values[at], missing)
 
-    def authors(self, book_ids: list[int]) -> list[str]:
-        """Each book's first author: the unit of the diversity control ("" for a book it lacks)."""
-        return [self.first_author.get(b, "") for b in book_ids]
+    def popularity(self, book_ids: np.ndarray) -> np.ndarray:
+        """log(1 + ratings count), scaled to 0..1 over the catalog (0 for a book it lacks)."""
+        return self._lookup(self.scaled_popularity, book_ids, 0.0)
+
+    def authors(self, book_ids: np.ndarray) -> np.ndarray:
+        """Each book's first author as a number, the unit of the diversity control (0: unknown or not held)."""
+        return self._lookup(self.author_codes, book_ids, 0)
 
 
 class BatchRows:
@@ -128,12 +146,13 @@ class BatchRows:
         self._rows: OrderedDict[int, BatchRow | None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def reader(self, conn: Any, user_id: int) -> BatchRow | None:
+    def reader(self, hbase: Callable[[Callable[[Any], Any]], Any], user_id: int) -> BatchRow | None:
+        """The reader's row; `hbase(work)` runs the read, only when the row is not remembered."""
         with self._lock:
             if user_id in self._rows:
                 self._rows.move_to_end(user_id)
                 return self._rows[user_id]
-        row = GenerationViews(conn, self.config, self.generation).reader(user_id)
+        row = hbase(lambda conn: GenerationViews(conn, self.config, self.generation).reader(user_id))
         with self._lock:
             self._rows[user_id] = row
             while len(self._rows) > self.config.serving.batch_rows_cached:
@@ -174,6 +193,14 @@ class ServingState:
             self._checked = time.monotonic()
             threading.Thread(target=self._reload_in_background, name="readnext-refresh", daemon=True).start()
         return self._snapshot
+
+    def warm_up(self) -> None:
+        """Load the served generation and start following the ratings topic, before any request.
+
+        Each web-server worker calls it before its first request (`create_worker_app`).
+        """
+        self.snapshot()
+        self.speed_readers.start()
 
     def _due(self) -> bool:
         return time.monotonic() - self._checked >= self.config.serving.refresh_s

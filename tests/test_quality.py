@@ -84,6 +84,18 @@ def test_rerank_penalises_popularity_and_limits_authors():
     assert ids.tolist() == [1, 3, 4, 5]
 
 
+def test_rerank_with_a_limit_is_the_prefix_of_the_whole_list():
+    rng = np.random.default_rng(3)
+    ids, scores, popularity = np.arange(1, 41), rng.random(40), rng.random(40)
+    groups = rng.integers(0, 6, 40).tolist()  # 0: unknown author
+    for penalty, per_author in ((0.3, 2), (0.0, 1), (0.5, 0), (0.0, 0)):
+        whole = rerank(ids, scores, popularity, groups, penalty, per_author)
+        for limit in (0, 1, 7, 40, 60):
+            part = rerank(ids, scores, popularity, groups, penalty, per_author, limit=limit)
+            assert part[0].tolist() == whole[0][:limit].tolist()
+            assert part[1].tolist() == whole[1][:limit].tolist()
+
+
 def test_choose_controls_takes_the_widest_coverage_close_to_the_best_without_dominated_lists():
     def row(ndcg, coverage, dominated, penalty):
         return {"ndcg@10": ndcg, "coverage": coverage, "dominated_share": dominated, "popularity_penalty": penalty}
