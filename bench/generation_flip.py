@@ -4,7 +4,7 @@
 
 Needs two published generations (`make demo` twice, or a demo and a `python -m batch_layer run`).
 CURRENT is first moved to the older one and the servers are given time to load it; then wrk
-(bench/wrk/known.lua, answers counted per generation they name) loads gunicorn for three windows
+(bench/wrk/known.lua, answers counted per generation they name) loads the web server for three windows
 of --seconds each: before, the flip window (the newest generation is made current --flip-after
 seconds into it), and after. The speed job and the batch service of the demo follow the flip as
 they would any other (the speed job rebases its rows). CURRENT ends where it was. Results:
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serving_load import ROOT, append_results, gunicorn, service_key, wrk
+from serving_load import ROOT, append_results, service_key, web_server, wrk
 
 from readnext import artifacts
 from readnext.clients import hbase_connection
@@ -32,8 +32,8 @@ from readnext.views import GenerationViews
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serving = load_config().serving
-    parser.add_argument("--workers", type=int, default=serving.workers, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker (gthread when > 1)")
+    parser.add_argument("--workers", type=int, default=serving.workers, help="web server worker processes")
+    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--flip-after", type=float, default=2)
@@ -58,7 +58,7 @@ def main() -> int:
     artifacts.set_current(store, older)
     windows = {}
     try:
-        with service_key(config, "flip-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
+        with service_key(config, "flip-benchmark") as key, web_server(args.port, args.workers, args.threads):
             wrk(args.port, users, args.concurrency, refresh + 5, key)  # warm-up; every worker on `older`
             windows["before"] = wrk(args.port, users, args.concurrency, args.seconds, key, count_generations=True)
             flip = threading.Timer(args.flip_after, artifacts.set_current, (store, newer))

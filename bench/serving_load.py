@@ -2,9 +2,9 @@
 
     python bench/serving_load.py --generator wrk --concurrency 4 8 --seconds 15
 
-Starts gunicorn with the serving layer on --port (the current generation of the running local
-stack: run `make demo` or `python -m batch_layer run` first), then, from this process, keeps
---concurrency keep-alive connections busy for --seconds on each scenario:
+Starts the web server (python -m serving_layer serve) on --port (the current generation of the
+running local stack: run `make demo` or `python -m batch_layer run` first), then, from this
+process, keeps --concurrency keep-alive connections busy for --seconds on each scenario:
 
 - known: GET /api/v1/users/<id>/recommendations for readers of the generation (speed/batch merge),
   as a trusted back end with a service key of scope readers:read (made for the run, revoked after);
@@ -208,23 +208,19 @@ def current_readers(config) -> tuple[ServedModel, np.ndarray]:
 
 
 @contextmanager
-def gunicorn(port: int, workers: int, threads: int) -> Iterator[None]:
-    """The serving layer under gunicorn as deploy/service web runs it (multiprocess metrics), rate limits off."""
+def web_server(port: int, workers: int, threads: int) -> Iterator[None]:
+    """The serving layer's web server as deploy/service web runs it (python -m serving_layer serve), rate limits off."""
     command = [
-        str(ROOT / ".venv" / "bin" / "gunicorn"),
-        "-w",
+        str(ROOT / ".venv" / "bin" / "python"),
+        "-m",
+        "serving_layer",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
         str(workers),
         "--threads",
         str(threads),
-        "-k",
-        "gthread" if threads > 1 else "sync",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--keep-alive",
-        "30",
-        "-c",
-        str(ROOT / "deploy" / "gunicorn.conf.py"),
-        "serving_layer.app:create_app()",
     ]
     log = (ROOT / ".state" / "logs" / "bench-serving.log").open("w")
     metrics = Path(tempfile.mkdtemp(prefix="readnext-bench-metrics-"))
@@ -262,10 +258,8 @@ def service_key(config, name: str, scopes: tuple[str, ...] = ("readers:read",)) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serving = load_config().serving
-    parser.add_argument("--workers", type=int, default=serving.workers, help="gunicorn worker processes")
-    parser.add_argument(
-        "--threads", type=int, default=serving.threads, help="threads per gunicorn worker (gthread when > 1, else sync)"
-    )
+    parser.add_argument("--workers", type=int, default=serving.workers, help="web server worker processes")
+    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8], help="open connections")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument(
@@ -282,7 +276,7 @@ def main() -> int:
     model, users = current_readers(config)
     books = np.asarray(model.book_ids)
     results = []
-    with service_key(config, "serving-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
+    with service_key(config, "serving-benchmark") as key, web_server(args.port, args.workers, args.threads):
         results.append(_token_checks(config, key))
         print(json.dumps(results[0]), flush=True)
         for concurrency in args.concurrency:

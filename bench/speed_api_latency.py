@@ -3,7 +3,7 @@
     make demo DATA=../shared/data/goodbooks-10k
     python bench/speed_api_latency.py --rates 50 200 400 --seconds 30
 
-Runs against the demo as it runs (its streaming job, batch service and generation), with gunicorn
+Runs against the demo as it runs (its streaming job, batch service and generation), with the web server
 started here as `deploy/service web` runs it (rate limits off: the probes come from one address).
 At each rate, ratings of the generation's readers are sent to Kafka as background load, and
 --probes times a second a reader never seen before rates one book: a probe's latency runs from
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-from serving_load import ROOT, append_results, current_readers, gunicorn, service_key
+from serving_load import ROOT, append_results, current_readers, service_key, web_server
 
 from readnext.clients import kafka_producer
 from readnext.config import load_config
@@ -184,8 +184,8 @@ def main() -> int:
     parser.add_argument("--probes", type=float, default=5, help="new readers per second whose latency is measured")
     parser.add_argument("--poll-ms", type=float, default=20)
     serving = load_config().serving
-    parser.add_argument("--workers", type=int, default=serving.workers, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker (gthread when > 1)")
+    parser.add_argument("--workers", type=int, default=serving.workers, help="web server worker processes")
+    parser.add_argument("--threads", type=int, default=serving.threads, help="threads per worker")
     parser.add_argument("--port", type=int, default=8013)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed-api-latency.json")
     args = parser.parse_args()
@@ -197,7 +197,7 @@ def main() -> int:
     block = 900_000_000 + int(time.time()) % 100_000 * 10_000
     new_readers = iter(range(block, block + 10_000))
     results = []
-    with service_key(config, "speed-api-benchmark") as key, gunicorn(args.port, args.workers, args.threads):
+    with service_key(config, "speed-api-benchmark") as key, web_server(args.port, args.workers, args.threads):
         for rate in args.rates:
             _run(config, args.port, key, users, books, rate, args.warmup, args, new_readers)
             row = _run(config, args.port, key, users, books, rate, args.seconds, args, new_readers)

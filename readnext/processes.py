@@ -32,7 +32,7 @@ def rss_mb(pid: int) -> float:
 
 
 def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (a JVM's children, gunicorn's workers)."""
+    """Resident memory of a process and all its descendants (a JVM's children, the web server's workers)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

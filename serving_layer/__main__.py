@@ -1,15 +1,21 @@
-"""python -m serving_layer serve|keys: the development server; service keys (create, list, revoke).
+"""python -m serving_layer serve|keys: the web server; service keys (create, list, revoke).
 
-The development server is for trying things out; production runs gunicorn (deploy/service web,
-README). Service keys are for programs, not people: `keys create importer --scope ratings:write`
-prints the key once (only its hash is stored); `keys revoke importer` ends it at once.
+`serve` runs the serving layer under granian (a web server in Rust, the app through WSGI) with
+`[serving] workers` processes of `threads` threads each; the workers share their Prometheus
+metrics through one folder (`PROMETHEUS_MULTIPROC_DIR`, emptied at start; by default
+<state_dir>/run/metrics-web-<port>). `serve --dev` runs Flask's development server instead, for
+trying things out. Service keys are for programs, not people: `keys create importer --scope
+ratings:write` prints the key once (only its hash is stored); `keys revoke importer` ends it at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from readnext.accounts import SCOPES, AccountError, Tokens
 from readnext.clients import hbase_connection
@@ -17,9 +23,32 @@ from readnext.config import load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving_layer.app import create_app
+    if args.dev:
+        from serving_layer.app import create_app
 
-    create_app().run(host=args.host, port=args.port, debug=False)
+        create_app().run(host=args.host, port=args.port, debug=False)
+        return 0
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    config = load_config()
+    metrics = Path(
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", str(config.stack.state_dir / "run" / f"metrics-web-{args.port}")
+        )
+    )
+    shutil.rmtree(metrics, ignore_errors=True)  # counters of an earlier run would be added to this one's
+    metrics.mkdir(parents=True)
+    Granian(
+        "serving_layer.app:create_worker_app",
+        factory=True,
+        interface=Interfaces.WSGI,
+        address=args.host,
+        port=args.port,
+        workers=args.workers or config.serving.workers,
+        blocking_threads=args.threads or config.serving.threads,
+        respawn_failed_workers=True,
+    ).serve()
     return 0
 
 
@@ -53,7 +82,7 @@ def _keys(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving_layer", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="the development server")
+    serve = commands.add_parser("serve", help="the web server (granian), or Flask's development server")
     keys = commands.add_parser("keys", help="service keys: create, list, revoke")
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a key and print it once")
@@ -70,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("name")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, help="worker processes (default: [serving] workers)")
+    serve.add_argument("--threads", type=int, help="threads per worker (default: [serving] threads)")
+    serve.add_argument("--dev", action="store_true", help="Flask's development server: one process, for trying out")
     args = parser.parse_args(argv or sys.argv[1:] or ["serve"])
     return _keys(args) if args.command == "keys" else _serve(args)
 

@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import secrets
-import uuid
 from typing import Any
 
 from flask import Flask, g, has_request_context, jsonify, request
@@ -56,7 +55,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
     state = ServingState(config)
-    if config.logging.format == "json":  # under gunicorn, one JSON object per line on stderr
+    if config.logging.format == "json":  # under the web server, one JSON object per line on stderr
         logs.configure(config)
         app.logger.removeHandler(default_handler)
         for handler in logging.getLogger().handlers:
@@ -123,7 +122,7 @@ def create_app(config: Config | None = None) -> Flask:
     def request_id() -> None:
         """The client's X-Request-Id when it is a plain token, else a new one; returned in the response."""
         sent = request.headers.get("X-Request-Id", "")
-        g.request_id = sent if _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex[:16]
+        g.request_id = sent if _REQUEST_ID.fullmatch(sent) else secrets.token_hex(8)
 
     @app.after_request
     def security_headers(response: Any) -> Any:
@@ -138,4 +137,19 @@ def create_app(config: Config | None = None) -> Flask:
         )
         return response
 
+    return app
+
+
+def create_worker_app() -> Flask:
+    """The app of one web-server worker (`python -m serving_layer serve`), ready before its first request.
+
+    It loads the served generation and starts following the ratings topic first: otherwise a
+    worker's first requests wait for the catalog's load (about a second) and read every speed row
+    until the follower is ready. A store that is away does not stop the worker: requests load it.
+    """
+    app = create_app()
+    try:
+        app.extensions["readnext"].warm_up()
+    except Exception:  # noqa: BLE001 - the worker still starts, and answers 503 until the stores are back
+        app.logger.exception("loading the served generation failed; requests will retry")
     return app

@@ -1,7 +1,7 @@
 """The serving layer's Prometheus metrics, and /metrics (docs/operations.md lists every metric).
 
-Under gunicorn the workers share one view through prometheus_client's multiprocess mode
-(`PROMETHEUS_MULTIPROC_DIR`, set by deploy/service web with deploy/gunicorn.conf.py); the
+Under the web server its workers share one view through prometheus_client's multiprocess mode
+(`PROMETHEUS_MULTIPROC_DIR`, set by `python -m serving_layer serve`); the
 development server and tests use the process's own registry. The served generation and its
 age are read from the scraping worker's snapshot at scrape time.
 """

@@ -179,7 +179,7 @@ def test_a_rotated_secret_keeps_earlier_sessions_and_cookies_follow_the_settings
 
 @pytest.fixture
 def limited(served):
-    """Two apps (as two gunicorn workers) sharing the stack's memcached, with small limits, and a client address."""
+    """Two apps (as two web-server workers) sharing the stack's memcached, with small limits, and a client address."""
     limits = dataclasses.replace(
         served.config.limits,
         enabled=True,
