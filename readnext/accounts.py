@@ -29,6 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from readnext.config import Config
 from readnext.events import MAX_ID
+from readnext.views import family
 
 SCOPES = {
     "ratings:write": "post ratings in any reader's name (an importer)",
@@ -100,7 +101,7 @@ class Accounts:
 
     def ensure(self) -> None:
         if self.name.encode() not in self.conn.tables():
-            self.conn.create_table(self.name, {"a": {"max_versions": 1}})
+            self.conn.create_table(self.name, {"a": family()})
 
     def sign_up(self, username: str, password: str) -> int:
         """A new reader id for a free username; AccountError when the name or the password will not do."""
@@ -145,7 +146,7 @@ class Tokens:
 
     def ensure(self) -> None:
         if self.name.encode() not in self.conn.tables():
-            self.conn.create_table(self.name, {"r": {"max_versions": 1, "time_to_live": self.ttl_s}, "s": {}})
+            self.conn.create_table(self.name, {"r": family(time_to_live=self.ttl_s), "s": family()})
 
     def issue_reader(self, reader_id: int) -> str:
         token = READER_PREFIX + secrets.token_urlsafe(32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -122,3 +123,25 @@ def test_the_tables_topics_and_run_files_of_a_killed_test_session_are_swept(stac
         admin.close()
         (run / f"batch-{ours}.lock").unlink()
         shutil.rmtree(run / f"metrics-speed-{ours}")
+
+
+def test_the_layers_tables_keep_read_blocks_in_hbase_block_cache(stack, config, unique_name):
+    from readnext.accounts import Accounts, Tokens
+    from readnext.views import FAMILIES, drop_table, ensure_table
+
+    conn = hbase_connection(config)
+    names = [f"{unique_name}_{kind}" for kind in FAMILIES]
+    own = dataclasses.replace(config, hbase=dataclasses.replace(config.hbase, table_prefix=unique_name))
+    try:
+        for name, kind in zip(names, FAMILIES, strict=True):
+            ensure_table(conn, name, kind)
+        for store in (Tokens(conn, own), Accounts(conn, own)):
+            store.ensure()
+            names.append(store.name)
+        for name in names:
+            families = conn.table(name).families().values()
+            assert families and all(f["block_cache_enabled"] and f["max_versions"] == 1 for f in families), name
+    finally:
+        for name in names:
+            drop_table(conn, name)
+        conn.close()
