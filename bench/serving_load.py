@@ -270,6 +270,7 @@ def main() -> int:
     )
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving-load.json")
+    parser.add_argument("--setting", default="", help="what else ran on the machine, kept with each row")
     args = parser.parse_args()
 
     config = load_config()
@@ -284,14 +285,14 @@ def main() -> int:
                 for rated in (None, books):  # known readers, then anonymous ones
                     wrk(args.port, users, concurrency, 3, key, books=rated)  # warm-up
                     row = wrk(args.port, users, concurrency, args.seconds, key, books=rated)
-                    row.update(workers=args.workers, threads=args.threads)
+                    row.update(server="granian", workers=args.workers, threads=args.threads, setting=args.setting)
                     print(json.dumps(row), flush=True)
                     results.append(row)
                 continue
             for kind in ("known", "anonymous"):
                 _load(args.port, kind, users, books, concurrency, 3, key)  # warm-up: caches, connections, pools
                 row = _load(args.port, kind, users, books, concurrency, args.seconds, key)
-                row.update(workers=args.workers, threads=args.threads)
+                row.update(server="granian", workers=args.workers, threads=args.threads, setting=args.setting)
                 print(json.dumps(row), flush=True)
                 results.append(row)
     append_results(args.out, results)
