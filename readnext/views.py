@@ -47,6 +47,8 @@ HIVE_VIEWS = (
     "book_popularity",
     "book_metadata",
 )
+
+
 def family(**options: Any) -> dict[str, Any]:
     """A column family's options: one version, and HBase's block cache on.
 
