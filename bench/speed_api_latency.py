@@ -67,7 +67,13 @@ class Probes:
             with self.lock:
                 readers = list(self.pending.items())
             for reader, at in readers:
-                if self._source(conn, reader) == "speed":
+                try:
+                    source = self._source(conn, reader)
+                except (OSError, http.client.HTTPException):  # the server closed the connection: open another
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                    source = "no answer"
+                if source == "speed":
                     with self.lock:
                         self.latencies.append(time.monotonic() - at)
                         del self.pending[reader]
