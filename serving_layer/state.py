@@ -66,17 +66,16 @@ def book_summary(book: BookRow) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Catalog:
-    """One generation's books, with what a request needs per book worked out once at load.
+    """One generation's books, with what re-ranking needs per book worked out once at load.
 
-    The public fields of each book, and its popularity and first author (as a number, 0 when
-    unknown) in arrays ordered by book id, so that re-ranking a reader's candidates is a lookup
-    of arrays rather than of one dict entry per book.
+    Each book's popularity and first author (as a number, 0 when unknown) in arrays ordered by
+    book id, so that re-ranking a reader's candidates is a lookup of arrays rather than of one
+    dict entry per book.
     """
 
     generation: str
     books: dict[int, BookRow]
     popular: tuple[int, ...]
-    summaries: dict[int, dict[str, Any]]
     ids: np.ndarray
     scaled_popularity: np.ndarray
     author_codes: np.ndarray
@@ -95,16 +94,15 @@ class Catalog:
             generation,
             books,
             popular,
-            {b: book_summary(book) for b, book in books.items()},
             np.array(ids, dtype=np.int64),
             scaled,
             np.array(authors, dtype=np.int64),
         )
 
     def summary(self, book_id: int) -> dict[str, Any]:
-        """The book's public fields (a copy to add to), or just its id for a book the catalog does not hold."""
-        found = self.summaries.get(book_id)
-        return dict(found) if found else {"book_id": book_id}
+        """The book's public fields, or just its id for a book the catalog does not hold."""
+        book = self.books.get(book_id)
+        return book_summary(book) if book else {"book_id": book_id}
 
     def search(self, query: str) -> list[BookRow]:
         """Books whose title or authors hold every word: title prefix first, then words in the title, then popular."""
