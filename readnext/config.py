@@ -177,6 +177,8 @@ class ServingConfig:
     token_cache_s: float
     batch_rows_cached: int
     speed_readers_rescan_s: float
+    speed_readers_fetch_wait_ms: int
+    speed_readers_fetch_min_bytes: int
     workers: int
     threads: int
 
