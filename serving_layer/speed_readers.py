@@ -4,11 +4,11 @@ Most readers a worker answers have rated nothing since the served generation, ye
 requests asked HBase for a speed row. Every speed row starts as a rating on the ratings topic,
 so a worker follows that topic itself (every partition, no consumer group) and keeps the set of
 readers named there, seeded by a scan of the speed view's keys. Its fetches wait at the broker
-for up to `[serving] speed_readers_fetch_wait_ms` (50) so that it reads a few batches a second
-rather than one per rating; it still hears of a rating before the row is written (a micro-batch
-takes a hundred milliseconds and more): the set may name readers without a row yet (their
-request reads the view, as before) but leaves out none that has one for longer than the follower
-lags.
+for up to `[serving] speed_readers_fetch_wait_ms` (100) so that it reads a few batches a second
+rather than one per rating; it still hears of a rating before the row is written (150 ms and
+more after the send: a trigger's wait, then the micro-batch): the set may name readers without
+a row yet (their request reads the view, as before) but leaves out none that has one for longer
+than the follower lags.
 The consumer starts `[serving] speed_readers_rescan_s` seconds back in the topic, before the
 scan, so a speed job that lags by less than that loses nothing between the two; the scan is repeated as often, for a
 longer lag, on a thread of its own (the follower does not pause for it). Until the first scan
