@@ -150,6 +150,7 @@ class SpeedConfig:
     store_retry_s: float
     top_n: int
     rebase_chunk: int
+    rebase_pause: float
     topic_partitions: int
 
 

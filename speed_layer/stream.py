@@ -124,9 +124,10 @@ class SpeedUpdates:
     def follow_generation(self) -> None:
         """Swap in a new current generation, then rebase the speed view on it `[speed] rebase_chunk` readers at a time.
 
-        Each chunk holds the lock for itself only and the next one waits a moment, so micro-batches
-        go on between chunks: a reader they update is then on the new generation already, and its
-        chunk leaves it alone. Until its row is rebased, serving folds a reader in per request
+        Each chunk holds the lock for itself only, and the next one waits `[speed] rebase_pause`
+        times as long as it took, so micro-batches go on between chunks with their share of the
+        cores: a reader they update is then on the new generation already, and its chunk leaves it
+        alone. Until its row is rebased, serving folds a reader in per request
         (serving_layer/recommend.py).
         """
         self.swap_generation()
@@ -147,14 +148,17 @@ class SpeedUpdates:
         stale = self._on_hbase(lambda conn: [u for u, _ in SpeedView(conn, self.config).not_on(model.generation)])
         kept = dropped = 0
         step = self.config.speed.rebase_chunk
+        took = 0.01  # before the first chunk too: a micro-batch waiting for the lock takes it (a Lock is not fair)
         for chunk in (stale[at : at + step] for at in range(0, len(stale), step)):
-            time.sleep(0.01)  # a micro-batch waiting for the lock takes it now (a Lock is not fair)
+            time.sleep(max(0.01, took * self.config.speed.rebase_pause))
             with self.lock:
                 if self.holder.model is not model:  # a newer generation's rebase takes these rows
                     break
+                started = time.perf_counter()
                 wrote, deleted = self._on_hbase(
                     lambda conn, chunk=chunk: rebase(conn, self.config, model, self.config.speed.top_n, chunk)
                 )
+                took = time.perf_counter() - started
             kept, dropped = kept + wrote, dropped + deleted
         return kept, dropped
 
