@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-from serving_load import ROOT, append_results, current_readers, service_key, web_server
+from serving_load import PROBE_READERS, ROOT, append_results, current_readers, service_key, web_server
 
 from readnext.clients import kafka_producer
 from readnext.config import load_config
@@ -206,7 +206,7 @@ def main() -> int:
     model, users = current_readers(config)
     books = np.asarray(model.book_ids)
     # Readers never seen before: a block of 10,000 ids of its own per run (one run a second at most).
-    block = 900_000_000 + int(time.time()) % 100_000 * 10_000
+    block = PROBE_READERS + int(time.time()) % 100_000 * 10_000
     new_readers = iter(range(block, block + 10_000))
     results = []
     with service_key(config, "speed-api-benchmark") as key, web_server(args.port, args.workers, args.threads):
