@@ -148,8 +148,9 @@ class SpeedUpdates:
         stale = self._on_hbase(lambda conn: [u for u, _ in SpeedView(conn, self.config).not_on(model.generation)])
         kept = dropped = 0
         step = self.config.speed.rebase_chunk
-        took = 0.01  # before the first chunk too: a micro-batch waiting for the lock takes it (a Lock is not fair)
+        took = 0.0
         for chunk in (stale[at : at + step] for at in range(0, len(stale), step)):
+            # at least a moment, the first time too: a micro-batch waiting for the lock takes it (a Lock is not fair)
             time.sleep(max(0.01, took * self.config.speed.rebase_pause))
             with self.lock:
                 if self.holder.model is not model:  # a newer generation's rebase takes these rows
