@@ -3,12 +3,12 @@
     make demo DATA=../shared/data/goodbooks-10k
     python bench/kafka_client_cost.py --rate 200 --seconds 25
 
-1. A web worker's speed-readers follower (serving_layer/speed_readers.py) at each fetch setting:
-   the process's CPU while a producer of its own process sends --rate ratings a second (and once
+1. A web worker's speed-readers follower (serving_layer/speed_readers.py) at each fetch setting
+   (fetch.max.wait.ms, fetch.min.bytes; 500 ms and 1 byte are kafka-python's defaults): the
+   process's CPU while a producer of its own process sends --rate ratings a second (and once
    with no ratings at all: the idle cost).
 2. A consumer reading the topic's last --records records, with kafka-python's record CRCs checked
    in C (the `crc32c` package) and in Python (kafka-python's fallback): CPU per record.
-   Defaults (500 ms, 1 byte) are kafka-python's own.
 
 Runs against the demo's Kafka and HBase; the follower's seed scan reads the speed view.
 Results: bench/results/kafka-client-cost.json.
