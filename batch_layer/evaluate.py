@@ -101,7 +101,7 @@ def evaluate_held_out(
     """Metrics of the ALS model (held-out readers folded in) and of the popularity baseline (`counts` per book row)."""
     rng = np.random.default_rng(model.seed)
     params = FoldInParams.from_config(model)
-    vectors = np.asarray(books.vectors, dtype=np.float64)
+    vectors = np.asarray(books.vectors, dtype=np.float32)
     yty = gramian(vectors) if params.implicit else None
     row_of = books.row_of()
     k = evaluation.k
@@ -135,7 +135,7 @@ def evaluate_held_out(
 def fold_in_held_out(held: HeldOut, books: Factors, model: ModelConfig, n: int) -> list[tuple]:
     """Rows of the user_recommendations view for the held-out readers: whole history folded in, top `n` with reasons."""
     params = FoldInParams.from_config(model)
-    vectors = np.asarray(books.vectors, dtype=np.float64)
+    vectors = np.asarray(books.vectors, dtype=np.float32)
     yty = gramian(vectors) if params.implicit else None
     row_of = books.row_of()
     out = []

@@ -10,7 +10,7 @@ import numpy as np
 
 from batch_layer.train import Factors
 from readnext.config import Config
-from readnext.foldin import FoldInParams, gramian, strongest, top_n
+from readnext.foldin import FoldInParams, gramian, scores, strongest, top_n
 from readnext.views import BatchRow, BookRow, put_rows
 
 if TYPE_CHECKING:
@@ -50,12 +50,11 @@ def user_recommendations(
     def top(rows: Iterator[Any]) -> Iterator[tuple]:
         ids, vectors = shared.value
         row_of = {int(b): k for k, b in enumerate(ids)}
-        items = np.asarray(vectors, dtype=np.float64)
+        items = np.asarray(vectors, dtype=np.float32)
         yty = gramian(items) if params.implicit else None
         rows = iter(rows)
         while block := list(islice(rows, chunk)):
-            scores = np.asarray([b.features for b in block], dtype=np.float64) @ items.T
-            for b, row in zip(block, scores, strict=True):
+            for b, row in zip(block, scores([b.features for b in block], items), strict=True):
                 known = [j for j, k in enumerate(b.h_books) if k in row_of]
                 exclude = np.array([row_of[b.h_books[j]] for j in known], dtype=np.int64)
                 idx, best = top_n(row, n, exclude)

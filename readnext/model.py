@@ -15,7 +15,7 @@ import numpy as np
 
 from readnext import artifacts
 from readnext.config import ModelConfig
-from readnext.foldin import FoldInParams, fold_in, gramian, recommend, step, strongest, top_n
+from readnext.foldin import FoldInParams, fold_in, gramian, recommend, scores, step, strongest, top_n
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,9 @@ class ReaderList:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One generation's book factors, held in float64: the fold-in and scoring math is float64, and
-    converting 10,000 × 128 float32 factors on every request cost more than the product itself."""
+    """One generation's book factors, held in float32 as ALS learnt them: a fold-in takes the rated
+    books' rows to float64 for its normal equations, and scoring multiplies in float32
+    (`readnext.foldin.scores`), so no request converts the whole matrix."""
 
     generation: str
     book_ids: np.ndarray
@@ -49,7 +50,7 @@ class ServedModel:
         return cls(
             generation=generation,
             book_ids=np.asarray(book_ids, dtype=np.int64),
-            factors=np.asarray(factors, dtype=np.float64),
+            factors=np.ascontiguousarray(factors, dtype=np.float32),
             params=params,
             manifest=manifest,
             row_of={int(b): k for k, b in enumerate(book_ids)},
@@ -98,10 +99,10 @@ class ServedModel:
             rows = np.array([self.row_of[b] for b in known], dtype=np.int64)
             steps.append(step(self.factors, rows, np.array([ratings[b] for b in known]), self.params, self.yty))
             rated.append((known, rows))
-        scores = np.stack([s.vector for s in steps]) @ self.factors.T  # a reader's scores in one contiguous row
+        ranked = scores(np.stack([s.vector for s in steps]), self.factors)  # a reader's scores in one contiguous row
         out = []
         for k, (solved, (known, rows)) in enumerate(zip(steps, rated, strict=True)):
-            idx, best = top_n(scores[k], n, rows)
+            idx, best = top_n(ranked[k], n, rows)
             why = solved.strongest(self.factors, idx)
             out.append(
                 ReaderList(
@@ -115,8 +116,8 @@ class ServedModel:
     def recommend(self, vector: np.ndarray, n: int, exclude: Mapping[int, Any] | set[int]) -> list[tuple[int, float]]:
         """Top-N (book id, score), best first, no book of `exclude`."""
         rows = np.array([self.row_of[b] for b in exclude if b in self.row_of], dtype=np.int64)
-        idx, scores = recommend(vector, self.factors, n, rows)
-        return [(int(self.book_ids[i]), float(s)) for i, s in zip(idx, scores, strict=True)]
+        idx, best = recommend(vector, self.factors, n, rows)
+        return [(int(self.book_ids[i]), float(s)) for i, s in zip(idx, best, strict=True)]
 
 
 class ModelHolder:
