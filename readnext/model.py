@@ -134,12 +134,24 @@ class ModelHolder:
 
     def refresh(self) -> bool:
         """Load the current generation if it changed; True when a new one was swapped in."""
+        with self._lock:
+            model = self.newer()
+            if model is not None:
+                self._model = model
+            return model is not None
+
+    def newer(self) -> ServedModel | None:
+        """The current generation, loaded, when it is not the one held; None otherwise. Nothing is swapped.
+
+        With `swap`, a caller loads a generation before it takes the lock its readers wait on
+        (speed_layer/stream.py).
+        """
         current = artifacts.current_generation(self.store)
         if current is None or (self._model is not None and self._model.generation == current):
-            return False
-        with self._lock:
-            if self._model is not None and self._model.generation == current:
-                return False
-            ids, factors, manifest = artifacts.load_generation(self.store, current)
-            self._model = ServedModel.build(current, ids, factors, manifest)
-        return True
+            return None
+        ids, factors, manifest = artifacts.load_generation(self.store, current)
+        return ServedModel.build(current, ids, factors, manifest)
+
+    def swap(self, model: ServedModel) -> None:
+        """Serve `model` (from `newer`) from now on."""
+        self._model = model

@@ -113,13 +113,18 @@ class SpeedUpdates:
     def swap_generation(self) -> None:
         """Use a new current generation from now on; its rebase is left to `follow_generation`.
 
-        Each micro-batch calls this, so its readers are folded in against the newest generation,
-        but never waits for a rebase of thousands of rows.
+        The watcher calls it: the generation is loaded first and swapped in under the lock, so a
+        micro-batch neither reads the artifact store's pointer nor waits for a load. Micro-batches
+        fold in against the newest generation from the swap on; rows written before it are the
+        rebase's.
         """
+        newer = self.holder.newer()
+        if newer is None:
+            return
         with self.lock:
-            if self.holder.refresh():
-                self.rebase_due = self.holder.model
-                logs.set_context(generation=self.holder.model.generation)
+            self.holder.swap(newer)
+            self.rebase_due = newer
+            logs.set_context(generation=newer.generation)
 
     def follow_generation(self) -> None:
         """Swap in a new current generation, then rebase the speed view on it `[speed] rebase_chunk` readers at a time.
@@ -181,7 +186,6 @@ class SpeedUpdates:
         started = time.perf_counter()
         rows = self._read(frame, batch_id)
         read_s = time.perf_counter() - started
-        _store_retries(self.config, self.swap_generation, "following the current generation")
         if not rows:
             return
         metrics.EVENTS_READ.labels("speed").inc(len(rows))
