@@ -66,6 +66,9 @@ FAMILIES = {
     "speed": {"v": family()},
 }
 Cells = dict[bytes, bytes]
+# A scan for row keys only: one cell a row, without its value. KeyOnlyFilter alone still sends
+# every cell of a row (10,000 books' keys took 350 ms; with one family and this, 70 ms).
+_KEYS_ONLY = b"FirstKeyOnlyFilter() AND KeyOnlyFilter()"
 
 
 def row_key(entity_id: int) -> bytes:
@@ -317,10 +320,12 @@ class GenerationViews:
 
     def reader_ids(self, limit: int | None = None) -> list[int]:
         table = self.conn.table(self.users_table)
-        return [int(k) for k, _ in table.scan(filter=b"KeyOnlyFilter()", limit=limit)]
+        return [int(k) for k, _ in table.scan(columns=[b"f"], filter=_KEYS_ONLY, limit=limit, batch_size=5000)]
 
     def book_ids(self) -> set[int]:
-        return {int(k) for k, _ in self.conn.table(self.books_table).scan(filter=b"KeyOnlyFilter()")}
+        """The catalog's book ids (every book has metadata)."""
+        table = self.conn.table(self.books_table)
+        return {int(k) for k, _ in table.scan(columns=[b"m"], filter=_KEYS_ONLY, batch_size=5000)}
 
     def books(self, with_factors: bool = True) -> Iterator[BookRow]:
         columns = None if with_factors else [b"m", b"p", b"s"]
@@ -354,7 +359,7 @@ class SpeedView:
 
     def reader_ids(self) -> set[int]:
         """Every reader with a row (keys only)."""
-        return {int(k) for k, _ in self.conn.table(self.name).scan(filter=b"KeyOnlyFilter()", batch_size=5000)}
+        return {int(k) for k, _ in self.conn.table(self.name).scan(filter=_KEYS_ONLY, batch_size=5000)}
 
     def events(self, user_ids: Iterable[int]) -> dict[int, list[list[Any]]]:
         rows = self.conn.table(self.name).rows([row_key(u) for u in user_ids], columns=list(SpeedRow.EVENTS))
@@ -420,7 +425,7 @@ class GenerationRecords:
     def generations(self) -> list[str]:
         if self.name.encode() not in self.conn.tables():
             return []
-        return [k.decode() for k, _ in self.conn.table(self.name).scan(filter=b"KeyOnlyFilter()")]
+        return [k.decode() for k, _ in self.conn.table(self.name).scan(filter=_KEYS_ONLY)]
 
     def history(self, limit: int) -> list[dict[str, Any]]:
         """The last `limit` generations, oldest first: id, created_at, metrics."""
