@@ -12,7 +12,10 @@ process, keeps --concurrency keep-alive connections busy for --seconds on each s
 
 With `--generator wrk` the load comes from Debian's wrk instead (one thread of C, so the load
 generator does not take the server's cores): bench/wrk/known.lua for known readers, then
-bench/wrk/anonymous.lua for anonymous ones (10-20 ratings each).
+bench/wrk/anonymous.lua for anonymous ones (10-20 ratings each); with `--delay-ms` each connection
+pauses between requests, a paced load at a chosen rate instead of a flood that fills both cores.
+Each measured run follows --warmup seconds of the same load, in which each worker fills its cache
+of the generation's rows (`[serving] batch_rows_cached`).
 
 Rate limits are off for the run (READNEXT_LIMITS_ENABLED=false): the load comes from one address.
 What a token check adds to a request, one HBase get of the token's row, is timed on its own
@@ -271,10 +274,21 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8], help="open connections")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=10,
+        help="seconds of the same load before each measured run: each worker fills its cache of batch rows",
+    )
+    parser.add_argument(
         "--generator",
         choices=("python", "wrk"),
         default="python",
         help="load from this process's threads (known and anonymous readers) or from wrk (known readers)",
+    )
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        help="with --generator wrk: each connection pauses this long between requests (a paced load, not a flood)",
     )
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving-load.json")
@@ -291,14 +305,16 @@ def main() -> int:
         for concurrency in args.concurrency:
             if args.generator == "wrk":
                 for rated in (None, books):  # known readers, then anonymous ones
-                    wrk(args.port, users, concurrency, 3, key, books=rated)  # warm-up
-                    row = wrk(args.port, users, concurrency, args.seconds, key, books=rated)
+                    wrk(args.port, users, concurrency, args.warmup, key, books=rated, delay_ms=args.delay_ms)
+                    row = wrk(args.port, users, concurrency, args.seconds, key, books=rated, delay_ms=args.delay_ms)
                     row.update(server="granian", workers=args.workers, threads=args.threads, setting=args.setting)
+                    if args.delay_ms is not None:
+                        row["delay_ms"] = args.delay_ms
                     print(json.dumps(row), flush=True)
                     results.append(row)
                 continue
             for kind in ("known", "anonymous"):
-                _load(args.port, kind, users, books, concurrency, 3, key)  # warm-up: caches, connections, pools
+                _load(args.port, kind, users, books, concurrency, args.warmup, key)  # caches, connections, pools
                 row = _load(args.port, kind, users, books, concurrency, args.seconds, key)
                 row.update(server="granian", workers=args.workers, threads=args.threads, setting=args.setting)
                 print(json.dumps(row), flush=True)
