@@ -106,46 +106,43 @@ class SpeedUpdates:
         self.config, self.holder, self.catalog, self.checkpoint = config, holder, catalog, checkpoint
         self.records = RangeReader(config)
         self.lock = threading.Lock()
-        self.rebase_due: ServedModel | None = None
+        self.rebased: str | None = None  # the generation the speed view was last rebased on
+        self._swap_lock = threading.Lock()
         self._pool: happybase.ConnectionPool | None = None
         self._pool_lock = threading.Lock()
 
     def swap_generation(self) -> None:
         """Use a new current generation from now on; its rebase is left to `follow_generation`.
 
-        The watcher calls it: the generation is loaded first and swapped in under the lock, so a
-        micro-batch neither reads the artifact store's pointer nor waits for a load. Micro-batches
-        fold in against the newest generation from the swap on; rows written before it are the
-        rebase's.
+        The watcher calls it (and a micro-batch that finds no generation yet): the generation is
+        loaded first and swapped in under the lock, so a micro-batch neither reads the artifact
+        store's pointer nor waits for a load. Micro-batches fold in against the newest generation
+        from the swap on; rows written before it are the rebase's.
         """
-        newer = self.holder.newer()
-        if newer is None:
-            return
-        with self.lock:
-            self.holder.swap(newer)
-            self.rebase_due = newer
-            logs.set_context(generation=newer.generation)
+        with self._swap_lock:  # one load at a time: the watcher's and a first micro-batch's
+            newer = self.holder.newer()
+            if newer is None:
+                return
+            with self.lock:
+                self.holder.swap(newer)
+                logs.set_context(generation=newer.generation)
 
     def follow_generation(self) -> None:
         """Swap in a new current generation, then rebase the speed view on it `[speed] rebase_chunk` readers at a time.
 
-        Each chunk holds the lock for itself only, and the next one waits `[speed] rebase_pause`
-        times as long as it took, so micro-batches go on between chunks with their share of the
-        cores: a reader they update is then on the new generation already, and its chunk leaves it
-        alone. Until its row is rebased, serving folds a reader in per request
-        (serving_layer/recommend.py).
+        A generation is rebased on once, whoever swapped it in; a rebase that failed is done again
+        at the next call (rows already rebased are left alone). Each chunk holds the lock for
+        itself only, and the next one waits `[speed] rebase_pause` times as long as it took, so
+        micro-batches go on between chunks with their share of the cores: a reader they update is
+        then on the new generation already, and its chunk leaves it alone. Until its row is
+        rebased, serving folds a reader in per request (serving_layer/recommend.py).
         """
         self.swap_generation()
-        with self.lock:
-            model, self.rebase_due = self.rebase_due, None
-        if model is None:
+        model = self.holder.model
+        if model is None or model.generation == self.rebased:
             return
-        try:
-            kept, dropped = self._rebase(model)
-        except Exception:
-            with self.lock:  # the next call starts again: rows already rebased are left alone
-                self.rebase_due = self.rebase_due or model
-            raise
+        kept, dropped = self._rebase(model)
+        self.rebased = model.generation
         metrics.REBASES.inc()
         log.info("generation %s is current: %d speed rows recomputed, %d absorbed", model.generation, kept, dropped)
 
@@ -188,32 +185,42 @@ class SpeedUpdates:
         read_s = time.perf_counter() - started
         if not rows:
             return
-        metrics.EVENTS_READ.labels("speed").inc(len(rows))
-        model = self.holder.model
-        if model is None:
-            log.warning("no current generation yet: %d events wait for the first batch run", len(rows))
-            return
-        valid, _ = _events(rows, self.catalog.for_model(model))
-        by_user: dict[int, list[StreamEvent]] = defaultdict(list)
-        for event in valid:
-            by_user[event.user_id].append(event)
         folding = time.perf_counter()
-        written = _store_retries(self.config, lambda: self._update(by_user), "writing the speed view")
-        fold_s = time.perf_counter() - folding
-        done_s = time.time()
-        appended = {(f"{r.topic}-{r.partition}", int(r.offset)): r.append_ms for r in rows}
-        for event in valid:
-            metrics.LATENCY.observe(max(0.0, done_s - appended[(event.origin, event.offset)] / 1000))
-        metrics.EVENTS_APPLIED.inc(len(valid))
-        metrics.READERS.inc(written)
+        written = self.fold_in(rows)
         log.info(
             "speed batch %d: %d events, %d readers updated (read %.0f ms, fold-in and HBase %.0f ms)",
             batch_id,
             len(rows),
             written,
             read_s * 1000,
-            fold_s * 1000,
+            (time.perf_counter() - folding) * 1000,
         )
+
+    def fold_in(self, rows: list[Record]) -> int:
+        """Fold a micro-batch's valid events in, each reader with its pending history; the readers written.
+
+        Before the first generation there is nothing to fold in against: the events are in the
+        master dataset (the other query), so the first batch run has them.
+        """
+        metrics.EVENTS_READ.labels("speed").inc(len(rows))
+        if self.holder.model is None:  # the watcher may not have loaded a generation published a moment ago
+            _store_retries(self.config, self.swap_generation, "reading the current generation")
+        model = self.holder.model
+        if model is None:
+            log.warning("no current generation yet: %d events wait for the first batch run", len(rows))
+            return 0
+        valid, _ = _events(rows, self.catalog.for_model(model))
+        by_user: dict[int, list[StreamEvent]] = defaultdict(list)
+        for event in valid:
+            by_user[event.user_id].append(event)
+        written = _store_retries(self.config, lambda: self._update(by_user), "writing the speed view")
+        done_s = time.time()
+        appended = {(f"{r.topic}-{r.partition}", int(r.offset)): r.append_ms for r in rows}
+        for event in valid:
+            metrics.LATENCY.observe(max(0.0, done_s - appended[(event.origin, event.offset)] / 1000))
+        metrics.EVENTS_APPLIED.inc(len(valid))
+        metrics.READERS.inc(written)
+        return written
 
     def _read(self, frame: DataFrame, batch_id: int) -> list[Record]:
         ranges = planned_ranges(self.checkpoint, batch_id)
@@ -245,8 +252,7 @@ class MasterBatch:
         if not rows:
             return
         metrics.EVENTS_READ.labels("master").inc(len(rows))
-        _store_retries(self.config, self.holder.refresh, "reading the current generation")
-        model = self.holder.model
+        model = self.holder.model  # kept current by the job's watcher
         books = (
             _store_retries(self.config, lambda: self.catalog.for_model(model), "reading the catalog") if model else None
         )
@@ -313,6 +319,7 @@ class StreamingJob:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.speed_view: SpeedUpdates | None = None
+        self.holder = ModelHolder(artifacts.open_store(config))
 
     def start(self) -> StreamingJob:
         spark, config = self.spark, self.config
@@ -325,21 +332,20 @@ class StreamingJob:
             SpeedView(conn, config).ensure()
         finally:
             conn.close()
-        holder = ModelHolder(artifacts.open_store(config))
         catalog = KnownBooks(config)
         if "speed" in self.names:  # only the speed query writes the speed view (a process of its own may run master)
-            self.speed_view = SpeedUpdates(config, holder, catalog, config.speed.checkpoint_dir / "speed")
+            self.speed_view = SpeedUpdates(config, self.holder, catalog, config.speed.checkpoint_dir / "speed")
             self.speed_view.follow_generation()
         else:
-            holder.refresh()
-        if holder.model is not None:  # load the catalog now, not in the first micro-batch
-            catalog.for_model(holder.model)
+            self.holder.refresh()
+        if self.holder.model is not None:  # load the catalog now, not in the first micro-batch
+            catalog.for_model(self.holder.model)
         speed = config.speed
         for name, handler, trigger, cap in (
             ("speed", self.speed_view, f"{speed.trigger_ms} milliseconds", speed.max_events_per_batch),
             (
                 "master",
-                MasterBatch(config, holder, catalog),
+                MasterBatch(config, self.holder, catalog),
                 f"{speed.master_trigger_s} seconds",
                 speed.master_max_events,
             ),
@@ -377,6 +383,8 @@ class StreamingJob:
                     seen[name] = metrics.record_parts(name, progress, seen.get(name, -1))
                 if self.speed_view is not None:
                     self.speed_view.follow_generation()
+                else:
+                    self.holder.refresh()
             except Exception:  # noqa: BLE001 - keep watching; the next micro-batch retries and fails loudly
                 log.exception("could not follow the current generation; retrying")
 

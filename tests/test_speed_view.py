@@ -9,9 +9,10 @@ import pytest
 
 from readnext import artifacts
 from readnext.clients import hbase_connection
-from readnext.events import StreamEvent
+from readnext.events import RatingEvent, StreamEvent, now_ms
 from readnext.model import ModelHolder
-from readnext.views import BatchRow, GenerationViews, SpeedView, put_rows
+from readnext.views import BatchRow, BookRow, GenerationViews, SpeedView, put_rows
+from speed_layer.kafka_read import Record
 from speed_layer.stream import KnownBooks, SpeedUpdates
 from speed_layer.view import rebase, update_readers
 from tests.conftest import drop_sandbox
@@ -134,8 +135,38 @@ def test_a_rebase_that_fails_is_due_again_at_the_next_check(env):
     proxy.cut()
     with pytest.raises(Exception):  # noqa: B017 - whatever the Thrift client raises for a refused connection
         updates.follow_generation()
-    assert holder.model.generation == "G2" and updates.rebase_due is holder.model
+    assert holder.model.generation == "G2" and updates.rebased is None
     assert SpeedView(conn, config).reader(1).generation == "G1"
     updates.config = config  # HBase is back
     updates.follow_generation()
-    assert updates.rebase_due is None and SpeedView(conn, config).reader(1).generation == "G2"
+    assert updates.rebased == "G2" and SpeedView(conn, config).reader(1).generation == "G2"
+
+
+def test_a_generation_swapped_in_by_another_thread_is_rebased_all_the_same(env):
+    """The speed view is rebased on each generation once, whoever loaded it into the holder first."""
+    config, conn, holder, publish = env
+    update_readers(conn, config, holder.model, {1: [StreamEvent("ratings-0", 200, 1, 7, 5, 1_000)]}, n=5)
+    updates = SpeedUpdates(config, holder, KnownBooks(config), config.speed.checkpoint_dir / "speed")
+    updates.follow_generation()
+    assert updates.rebased == "G1"
+    publish("G2", {"ratings-0": 150}, {1: {1: 5}})
+    assert holder.refresh()  # not through the speed view: its own swap finds nothing newer
+    updates.follow_generation()
+    row = SpeedView(conn, config).reader(1)
+    assert updates.rebased == "G2" and row.generation == "G2"
+    assert np.allclose(row.vector, holder.model.fold_in({1: 5, 7: 5}), atol=1e-6)
+
+
+def test_events_read_before_the_watcher_loaded_the_first_generation_are_folded_in(env, tmp_path):
+    """A micro-batch right after the first generation is published loads it itself rather than skip its events."""
+    config, conn, _, _ = env
+    put_rows(
+        conn, GenerationViews(conn, config, "G1").books_table, [(b, BookRow(b, f"t{b}", "a")) for b in range(1, 31)]
+    )
+    holder = ModelHolder(artifacts.LocalStore(tmp_path))  # the job's own holder: G1 is current, not loaded yet
+    updates = SpeedUpdates(config, holder, KnownBooks(config), config.speed.checkpoint_dir / "speed")
+    value = RatingEvent(5, 7, 4, now_ms()).to_json()
+    assert updates.fold_in([Record(b"5", value, "ratings", 0, 120, now_ms())]) == 1
+    row = SpeedView(conn, config).reader(5)
+    assert row.generation == "G1" and row.events[0][1] == 120
+    assert np.allclose(row.vector, holder.model.fold_in({7: 4}), atol=1e-6)
