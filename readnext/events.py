@@ -17,11 +17,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from readnext.clients import kafka_admin, kafka_producer
+from readnext.clients import kafka_admin, kafka_consumer, kafka_producer
 from readnext.config import Config
 
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "rating_event.schema.json"
@@ -200,6 +200,18 @@ def ensure_topics(config: Config) -> None:
             admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, ratings, configs=TOPIC_CONFIGS)])
     finally:
         admin.close()
+
+
+def ratings_end_offsets(config: Config) -> dict[str, int]:
+    """The next offset of each ratings partition, by origin ("<topic>-<partition>"): one Kafka round trip."""
+    topic = config.kafka.ratings_topic
+    consumer = kafka_consumer(config, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        consumer.close()
+    return {f"{topic}-{tp.partition}": int(end) for tp, end in ends.items()}
 
 
 class RatingProducer:

@@ -290,6 +290,11 @@ def test_the_batch_service_learns_streamed_books_and_absorbs_their_speed_rows(li
     )
     wait_for(lambda: not speed.events([1, 6, 11, 16]), "the new generation to absorb the rows")
     assert service.due() is None, "the ratings are in the generation: nothing is due"
+    producer = RatingProducer(config)
+    for _ in range(config.batch.min_new_ratings):
+        producer.send_raw(b"1", b'{"user_id": 1}')
+    producer.close()
+    assert service.due() is None, "as many records as a run needs are on the topic, but dead letters are no ratings"
     with batch_lock(config), pytest.raises(Exception, match="another batch run"), batch_lock(config):
         pass
     conn.close()
