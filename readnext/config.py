@@ -178,6 +178,7 @@ class ServingConfig:
     token_cache_s: float
     batch_rows_cached: int
     speed_readers_rescan_s: float
+    speed_rows_cached: int
     speed_readers_fetch_wait_ms: int
     speed_readers_fetch_min_bytes: int
     workers: int

@@ -148,8 +148,7 @@ def _depth(n: int, offset: int) -> int:
 def _reader_state(snap: Snapshot, user_id: int, depth: int) -> ReaderState:
     """The merged views of a reader, reading the speed view only for readers that may have a row."""
     state = serving_state()
-    speed_row = state.speed_readers.might_have(user_id)
-    return reader_state(state.hbase, state.config, snap, user_id, depth, speed_row)
+    return reader_state(state.hbase, snap, user_id, depth, state.speed_readers.row(user_id, snap.model))
 
 
 @api.get("/users/<int:user_id>/recommendations")

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 
 from readnext import rerank as controls
-from readnext.config import Config
 from readnext.foldin import explain
 from readnext.merge import merged_history, pending
-from readnext.views import SpeedView, ranked
+from readnext.views import SpeedRow, ranked
 from serving_layer.state import Snapshot
 
 
@@ -28,21 +27,15 @@ class ReaderState:
 
 
 def reader_state(
-    hbase: Callable[[Callable[[Any], Any]], Any],
-    config: Config,
-    snap: Snapshot,
-    user_id: int,
-    depth: int,
-    speed_row: bool = True,
+    hbase: Callable[[Callable[[Any], Any]], Any], snap: Snapshot, user_id: int, depth: int, speed: SpeedRow | None
 ) -> ReaderState:
     """Merge rule: the speed view when it holds events the generation lacks, else the batch view.
 
-    `hbase(work)` runs a read on a pooled connection; a remembered batch row needs none.
-    `speed_row` False (`SpeedReaders.might_have`: the reader surely has none) skips the speed view's read.
+    `hbase(work)` runs a read on a pooled connection; a remembered batch row needs none. `speed`
+    is the reader's speed row (`SpeedReaders.row`).
     """
     model = snap.model
     batch = snap.batch_rows.reader(hbase, user_id)
-    speed = hbase(lambda conn: SpeedView(conn, config).reader(user_id)) if speed_row else None
     events = pending(speed.events, model.stream_offsets) if speed else []
     if events:
         known = (batch.history_books, batch.history_ratings) if batch else (np.zeros(0), np.zeros(0))

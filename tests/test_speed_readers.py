@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from readnext.clients import kafka_admin
+from readnext.clients import hbase_connection, kafka_admin, kafka_producer
 from readnext.config import Config
-from readnext.events import RatingProducer, StreamEvent, ensure_topics
+from readnext.events import RatingEvent, RatingProducer, StreamEvent, ensure_topics, now_ms
+from readnext.views import SpeedRow, SpeedView
 from serving_layer.speed_readers import SpeedReaders
+from speed_layer.view import update_readers
 from tests.waiting import wait_for
 
 
@@ -75,3 +77,54 @@ def test_the_api_reads_the_speed_row_only_of_a_reader_that_may_have_one(served, 
     assert served.client.get(path, headers=me).get_json()["source"] == "batch", "the view was not read"
     speed_rows(_event(66, 3))
     assert served.client.get(path, headers=me).get_json()["source"] == "speed"
+
+
+def test_a_remembered_speed_row_is_read_again_once_the_topic_names_an_event_it_lacks(served, topic):
+    """The follower hears of a rating before the speed job writes it: a row read in between is not remembered."""
+    state = served.app.extensions["readnext"]
+    reads: list[int] = []
+
+    def counted(work):
+        reads.append(1)
+        return state.hbase(work)
+
+    config = dataclasses.replace(topic, serving=dataclasses.replace(topic.serving, speed_readers_rescan_s=600))
+    readers = SpeedReaders(config, counted)
+    readers.start()
+    wait_for(lambda: readers.ready, "the follower's first scan")
+    model = state.snapshot().model
+    producer = kafka_producer(config)
+    conn = hbase_connection(config)
+
+    def rate(book: int) -> StreamEvent:
+        value = RatingEvent(67, book, 4, now_ms()).to_json()
+        sent = producer.send(config.kafka.ratings_topic, key=b"67", value=value).get(timeout=10)
+        return StreamEvent(f"{sent.topic}-{sent.partition}", sent.offset, 67, book, 4, now_ms())
+
+    def read_twice(served_model=model) -> tuple[list[list | None], int]:
+        """The events of the row two requests got, and how many HBase reads they took."""
+        before = len(reads)
+        rows: list[SpeedRow | None] = [readers.row(67, served_model) for _ in range(2)]
+        return [r.events if r else None for r in rows], len(reads) - before
+
+    try:
+        first = rate(3)
+        wait_for(lambda: readers.might_have(67), "the follower to hear of the rating")
+        assert read_twice() == ([None, None], 2), "no row yet, though the topic names a rating: read every time"
+        update_readers(conn, config, model, {67: [first]}, n=5)
+        assert read_twice() == ([[first.as_row()]] * 2, 1), "the row holds the rating: remembered"
+
+        second = rate(5)
+        before = len(reads)
+        wait_for(lambda: readers.row(67, model) and len(reads) > before, "the follower to hear of the second rating")
+        assert read_twice() == ([[first.as_row()]] * 2, 2), "the row lacks the second rating: read every time"
+        update_readers(conn, config, model, {67: [second]}, n=5)
+        assert read_twice() == ([[first.as_row(), second.as_row()]] * 2, 1)
+
+        flipped = dataclasses.replace(model, generation="another")
+        assert read_twice(flipped)[1] == 2, "a row on another generation than the one served is read every time"
+    finally:
+        producer.close()
+        with SpeedView(conn, config).writer() as out:
+            out.delete(67)
+        conn.close()
