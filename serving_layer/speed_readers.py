@@ -191,10 +191,10 @@ class SpeedReaders:
         user = _reader(record)
         if user is None:
             return
-        self._readers.add(user)
         origin, seen = f"{record.topic}-{record.partition}", self._seen.get(user)
         if seen is None or seen.get(origin, -1) < record.offset:
             self._seen[user] = {**(seen or {}), origin: record.offset}
+        self._readers.add(user)  # after: a reader `might_have` names has its offsets known already
 
 
 def _reader(record: Any) -> int | None:
