@@ -30,13 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     for chatty in ("kafka", "py4j"):  # py4j logs every callback (each micro-batch) at INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.command == "produce":
-        from speed_layer.produce import produce
+        from speed_layer.produce import NotSent, produce
 
-        if args.file:
-            with args.file.open() as f:
-                sent, refused = produce(config, f, args.rate)
-        else:
-            sent, refused = produce(config, sys.stdin, args.rate)
+        try:
+            if args.file:
+                with args.file.open() as f:
+                    sent, refused = produce(config, f, args.rate)
+            else:
+                sent, refused = produce(config, sys.stdin, args.rate)
+        except NotSent as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"sent {sent} rating(s), refused {refused}")
         return 1 if refused and not sent else 0
 

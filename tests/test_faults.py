@@ -7,8 +7,11 @@ Each test stops one server the stack started (by its pid file) and starts it aga
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -19,12 +22,13 @@ from deploy.init import init
 from deploy.stack import Stack
 from readnext import artifacts
 from readnext.accounts import Tokens
-from readnext.clients import hbase_connection
+from readnext.clients import hbase_connection, kafka_consumer
 from readnext.config import PROJECT_ROOT
 from readnext.events import RatingProducer
 from readnext.model import ModelHolder
 from readnext.views import GenerationViews, SpeedView
 from serving_layer.app import create_app
+from speed_layer.produce import produce
 from tests.readers import Poster, Readers
 from tests.test_stream import _master_rows
 from tests.waiting import committed_events, wait_for
@@ -87,6 +91,29 @@ def test_kafka_restart_while_ratings_are_posted(stack, live, spark):
     assert all(stored[rating] == 1 for rating in accepted), "every accepted rating stored exactly once"
     assert set(stored) <= set(accepted) | refused, "nothing stored that was not posted"
     assert all(n == 1 for n in stored.values()), "no rating doubled"
+
+
+def test_a_replay_goes_on_across_a_kafka_restart(stack, live):
+    """`python -m speed_layer produce` retries through a broker restart: it ends, and every line is on the topic."""
+    config, _, _ = live
+    lines = [f"{2000 + i},{1 + i % 80},{1 + i % 5}" for i in range(40)]
+    ended: dict[str, tuple[int, int]] = {}
+
+    def replay() -> None:
+        ended["with"] = produce(config, io.StringIO("\n".join(lines)), rate=4)
+
+    thread = threading.Thread(target=replay)
+    thread.start()
+    time.sleep(3)
+    _restart(stack, "kafka", down_s=10)
+    thread.join(timeout=180)
+    assert ended.get("with") == (40, 0), "every line sent, none refused"
+    consumer = kafka_consumer(
+        config, config.kafka.ratings_topic, auto_offset_reset="earliest", consumer_timeout_ms=5_000
+    )
+    on_topic = {(e["user_id"], e["book_id"], e["rating"]) for e in (json.loads(r.value) for r in consumer)}
+    consumer.close()
+    assert {tuple(int(x) for x in line.split(",")) for line in lines} <= on_topic
 
 
 def test_hbase_and_thrift_restart_under_serving_load(stack, live):
