@@ -26,7 +26,7 @@ from pathlib import Path
 
 from serving_load import ROOT, append_results
 
-from readnext.clients import kafka_consumer, kafka_producer
+from readnext.clients import kafka_consumer, kafka_producer, topic_partitions
 from readnext.config import load_config
 from readnext.events import RatingEvent
 
@@ -77,14 +77,13 @@ def follower_cost(wait_ms: int, min_bytes: int, rate: float, seconds: float) -> 
 
 def consumer_cost(records: int, in_c: bool) -> dict:
     """CPU per record of a consumer reading the topic's last `records` records."""
-    from kafka import TopicPartition
     from kafka.record import util
 
     util.calc_crc32c.__defaults__ = (util.crc32c_c if in_c and util.crc32c_c else util.crc32c_py,)
     config = load_config()
     topic = config.kafka.ratings_topic
     consumer = kafka_consumer(config, enable_auto_commit=False, fetch_max_wait_ms=10)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    partitions = topic_partitions(consumer, topic)
     consumer.assign(partitions)
     ends = consumer.end_offsets(partitions)
     for tp in partitions:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import happybase
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from readnext.config import Config
 
@@ -29,6 +29,11 @@ def kafka_producer(config: Config, **overrides: Any) -> KafkaProducer:
 
 def kafka_consumer(config: Config, *topics: str, **overrides: Any) -> KafkaConsumer:
     return KafkaConsumer(*topics, bootstrap_servers=config.kafka.bootstrap_servers, **overrides)
+
+
+def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions in order, empty when the topic does not exist (yet)."""
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
 def hbase_table_name(config: Config, name: str) -> str:

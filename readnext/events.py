@@ -17,11 +17,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from readnext.clients import kafka_admin, kafka_consumer, kafka_producer
+from readnext.clients import kafka_admin, kafka_consumer, kafka_producer, topic_partitions
 from readnext.config import Config
 
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "rating_event.schema.json"
@@ -207,7 +207,7 @@ def ratings_end_offsets(config: Config) -> dict[str, int]:
     topic = config.kafka.ratings_topic
     consumer = kafka_consumer(config, enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = topic_partitions(consumer, topic)
         ends = consumer.end_offsets(partitions) if partitions else {}
     finally:
         consumer.close()

@@ -36,9 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import TopicPartition
-
-from readnext.clients import kafka_consumer
+from readnext.clients import kafka_consumer, topic_partitions
 from readnext.config import Config
 from readnext.events import json_integer
 from readnext.model import ServedModel
@@ -167,8 +165,7 @@ class SpeedReaders:
             fetch_min_bytes=serving.speed_readers_fetch_min_bytes,
         )
         try:
-            numbers = consumer.partitions_for_topic(self.topic) or set()
-            partitions = [TopicPartition(self.topic, p) for p in sorted(numbers)]
+            partitions = topic_partitions(consumer, self.topic)
             if not partitions:
                 raise RuntimeError(f"topic {self.topic} has no partitions (python -m deploy.init creates it)")
             consumer.assign(partitions)
