@@ -29,12 +29,14 @@ import argparse
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,7 +159,10 @@ def wrk(
         env["COUNT_GENERATIONS"] = "1"
     if delay_ms is not None:
         env["DELAY_MS"] = f"{delay_ms:.0f}"
-    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(min(3.0, seconds / 2))
+    split = _connections_per_worker(port)
+    out = run.communicate(timeout=seconds + 60)[0]
     readers.unlink()
     book_file.unlink(missing_ok=True)
     found = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
@@ -172,6 +177,7 @@ def wrk(
         "p50_ms": round(found["p50_ms"], 2),
         "p99_ms": round(found["p99_ms"], 2),
         "max_ms": round(found["max_ms"], 2),
+        "connections_per_worker": split,
         **({"generations": found["generations"]} if count_generations else {}),
     }
 
@@ -200,6 +206,17 @@ def append_results(path: Path, rows: list[dict]) -> None:
     """Add this run's rows to a benchmark's results file (a JSON list kept across runs)."""
     previous = json.loads(path.read_text()) if path.exists() else []
     path.write_text(json.dumps(previous + rows, indent=2) + "\n")
+
+
+def _connections_per_worker(port: int) -> list[int]:
+    """How the load's keep-alive connections fell on the server's processes, busiest first (from `ss`).
+
+    The kernel hands each new connection to whichever worker accepts first, and wrk keeps it for
+    the run: with 2 workers, 4 connections fell 2-2, 3-1 or 4-0 from run to run.
+    """
+    listing = ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"]
+    owners = re.findall(r"pid=(\d+)", subprocess.run(listing, capture_output=True, text=True).stdout)
+    return sorted(Counter(owners).values(), reverse=True)
 
 
 def current_readers(config) -> tuple[ServedModel, np.ndarray]:
