@@ -152,6 +152,7 @@ class SpeedConfig:
     rebase_chunk: int
     rebase_pause: float
     topic_partitions: int
+    java_options: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -90,7 +90,12 @@ def _stream(config: Config, only: str | None) -> int:
             return True
         return False
 
-    spark = get_spark(config, app_name=f"readnext-speed-{only or 'stream'}", streaming=True)
+    spark = get_spark(
+        config,
+        app_name=f"readnext-speed-{only or 'stream'}",
+        java_options=config.speed.java_options.split(),
+        streaming=True,
+    )
     try:
         run(spark, config, until=stop_now, queries=queries)
     except KeyboardInterrupt:
