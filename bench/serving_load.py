@@ -18,6 +18,8 @@ Each measured run follows --warmup seconds of the same load, in which each worke
 of the generation's rows (`[serving] batch_rows_cached`).
 
 Rate limits are off for the run (READNEXT_LIMITS_ENABLED=false): the load comes from one address.
+With `--running` the server already on --port is loaded instead (the demo's, on 8000, as a reader
+finds it, rate limits on), with known readers only.
 What a token check adds to a request, one HBase get of the token's row, is timed on its own
 (`token_check`). Every non-200 answer or failed request counts as an error. Results:
 bench/results/serving-load.json.
@@ -38,7 +40,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +285,12 @@ def service_key(config, name: str, scopes: tuple[str, ...] = ("readers:read",)) 
         conn.close()
 
 
+def _server(args: argparse.Namespace) -> dict:
+    if args.running:
+        return {"server": f"already running on port {args.port}"}
+    return {"server": "granian", "workers": args.workers, "threads": args.threads}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     serving = load_config().serving
@@ -308,6 +316,12 @@ def main() -> int:
         help="with --generator wrk: each connection pauses this long between requests (a paced load, not a flood)",
     )
     parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument(
+        "--running",
+        action="store_true",
+        help="load the web server already on --port (the demo's: 8000) instead of starting one; known readers only, "
+        "since its rate limits answer a flood of anonymous fold-ins from one address with 429",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving-load.json")
     parser.add_argument("--setting", default="", help="what else ran on the machine, kept with each row")
     args = parser.parse_args()
@@ -316,24 +330,25 @@ def main() -> int:
     model, users = current_readers(config)
     books = np.asarray(model.book_ids)
     results = []
-    with service_key(config, "serving-benchmark") as key, web_server(args.port, args.workers, args.threads):
+    server = nullcontext() if args.running else web_server(args.port, args.workers, args.threads)
+    with service_key(config, "serving-benchmark") as key, server:
         results.append(_token_checks(config, key))
         print(json.dumps(results[0]), flush=True)
         for concurrency in args.concurrency:
             if args.generator == "wrk":
-                for rated in (None, books):  # known readers, then anonymous ones
+                for rated in (None,) if args.running else (None, books):  # known readers, then anonymous ones
                     wrk(args.port, users, concurrency, args.warmup, key, books=rated, delay_ms=args.delay_ms)
                     row = wrk(args.port, users, concurrency, args.seconds, key, books=rated, delay_ms=args.delay_ms)
-                    row.update(server="granian", workers=args.workers, threads=args.threads, setting=args.setting)
+                    row.update(_server(args), setting=args.setting)
                     if args.delay_ms is not None:
                         row["delay_ms"] = args.delay_ms
                     print(json.dumps(row), flush=True)
                     results.append(row)
                 continue
-            for kind in ("known", "anonymous"):
+            for kind in ("known",) if args.running else ("known", "anonymous"):
                 _load(args.port, kind, users, books, concurrency, args.warmup, key)  # caches, connections, pools
                 row = _load(args.port, kind, users, books, concurrency, args.seconds, key)
-                row.update(server="granian", workers=args.workers, threads=args.threads, setting=args.setting)
+                row.update(_server(args), setting=args.setting)
                 print(json.dumps(row), flush=True)
                 results.append(row)
     append_results(args.out, results)
