@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Container
 from dataclasses import dataclass
@@ -214,8 +215,17 @@ def ratings_end_offsets(config: Config) -> dict[str, int]:
     return {f"{topic}-{tp.partition}": int(end) for tp, end in ends.items()}
 
 
+class KafkaAway(KafkaError):
+    """A send refused at once: one failed less than `[kafka] send_timeout_s` ago."""
+
+
 class RatingProducer:
-    """Posts rating events to the ratings topic, keyed by user; `send` returns once Kafka has it."""
+    """Posts rating events to the ratings topic, keyed by user; `send` returns once Kafka has it.
+
+    After a send fails, the sends of the next `send_timeout_s` fail at once (`KafkaAway`) instead
+    of each waiting out that bound: the web server's one worker would hold every other request
+    behind them while Kafka is away.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -223,6 +233,7 @@ class RatingProducer:
         self.timeout_s = config.kafka.send_timeout_s
         self._lock = threading.Lock()
         self._producer: KafkaProducer | None = None
+        self._away_until = 0.0
 
     def _current(self) -> KafkaProducer:
         with self._lock:
@@ -265,10 +276,14 @@ class RatingProducer:
         ts_ms = ts_ms if ts_ms is not None else now_ms()
         event = parse_event({"user_id": user_id, "book_id": book_id, "rating": rating, "ts": ts_ms})
         event = RatingEvent(event.user_id, event.book_id, event.rating, event.ts_ms, uuid.uuid4().hex, writer)
+        wait_s = self._away_until - time.monotonic()
+        if wait_s > 0:
+            raise KafkaAway(f"a send failed moments ago; the next try in {wait_s:.1f} s")
         producer = self._current()
         try:
             producer.send(self.topic, key=str(user_id).encode(), value=event.to_json()).get(timeout=self.timeout_s + 1)
         except KafkaError:
+            self._away_until = time.monotonic() + self.timeout_s
             self._abandon(producer)
             raise
         return event.event_id or ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import time
 
 import pytest
 
@@ -240,6 +241,10 @@ def test_kafka_down_means_503_with_advice(served):
     client = create_app(down).test_client()
     reply = client.post("/api/v1/ratings", json={"user_id": 1, "book_id": 5, "rating": 4}, headers=served.reader(1))
     assert reply.status_code == 503 and "retry" in reply.get_json()["error"]
+    started = time.monotonic()
+    again = client.post("/api/v1/ratings", json={"user_id": 1, "book_id": 6, "rating": 4}, headers=served.reader(1))
+    took = time.monotonic() - started
+    assert again.status_code == 503 and took < config.kafka.send_timeout_s / 2, f"told at once, not after {took:.1f} s"
     ready = client.get("/readyz")
     assert ready.status_code == 503 and any("Kafka" in p for p in ready.get_json()["problems"])
 
