@@ -279,12 +279,14 @@ class RatingProducer:
         wait_s = self._away_until - time.monotonic()
         if wait_s > 0:
             raise KafkaAway(f"a send failed moments ago; the next try in {wait_s:.1f} s")
-        producer = self._current()
+        producer = None
         try:
+            producer = self._current()  # its first connection may be what fails
             producer.send(self.topic, key=str(user_id).encode(), value=event.to_json()).get(timeout=self.timeout_s + 1)
         except KafkaError:
             self._away_until = time.monotonic() + self.timeout_s
-            self._abandon(producer)
+            if producer is not None:
+                self._abandon(producer)
             raise
         return event.event_id or ""
 
